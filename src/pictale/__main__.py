@@ -1,0 +1,3 @@
+from pictale.cli.main import app
+
+app()

@@ -1,0 +1,143 @@
+"""A1111 `/sdapi/v1` generation and control routes: parse the wire shape, call the service, reply."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+
+from pictale.api.a1111.schemas import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
+from pictale.api.auth import require_auth
+from pictale.api.deps import service, wait_for_job
+from pictale.core.images import decode_image
+from pictale.service.generation import GenerationService
+from pictale.service.results import GenerationResult
+from pictale.storage.infotext import parse_infotext, read_infotext
+
+router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(require_auth)])
+
+
+def _response(result: GenerationResult, parameters: dict[str, Any], send_images: bool) -> dict[str, Any]:
+    images = [base64.b64encode(b).decode("ascii") for b in result.images] if send_images else []
+    return {"images": images, "parameters": parameters, "info": result.info_json()}
+
+
+@router.post("/txt2img")
+async def txt2img(
+    request: Request, body: Txt2ImgRequest = Body(default_factory=Txt2ImgRequest)
+) -> dict[str, Any]:
+    svc = service(request)
+    spec = body.to_spec(svc.options)
+    job = svc.submit(spec)
+    result = await wait_for_job(request, job)
+    _restore_overrides(svc, body)
+    return _response(result, body.filled(), body.send_images is not False)
+
+
+@router.post("/img2img")
+async def img2img(
+    request: Request, body: Img2ImgRequest = Body(default_factory=Img2ImgRequest)
+) -> dict[str, Any]:
+    svc = service(request)
+    spec = body.to_spec(svc.options, max_pixels=svc.settings.max_image_pixels)
+    job = svc.submit(spec)
+    result = await wait_for_job(request, job)
+    _restore_overrides(svc, body)
+    return _response(result, body.filled(), body.send_images is not False)
+
+
+def _restore_overrides(svc: GenerationService, body: Any) -> None:
+    """`override_settings_restore_afterwards: false` makes the override the new setting, as in A1111."""
+    overrides = body.override_settings or {}
+    if overrides and body.override_settings_restore_afterwards is False:
+        kept = {k: v for k, v in overrides.items() if k != "sd_model_checkpoint"}
+        svc.options.update(kept)
+        if "sd_model_checkpoint" in overrides and svc.current_model is not None:
+            svc.options["sd_model_checkpoint"] = svc.current_model.title
+            svc.options["sd_checkpoint_hash"] = svc.current_model.sha256
+
+
+@router.get("/progress")
+async def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
+    svc = service(request)
+    job = svc.queue.current
+    if job is None or job.kind != "generate":
+        last = svc.last_job
+        p = last.progress if last else None
+        state = {
+            "skipped": False,
+            "interrupted": False,
+            "stopping_generation": False,
+            "job": "",
+            "job_count": 0,
+            "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(last.created)) if last else "0",
+            "job_no": p.batch_no if p else 0,
+            "sampling_step": p.step if p else 0,
+            "sampling_steps": p.total if p else 0,
+        }
+        return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None}
+    p = job.progress
+    state = {
+        "skipped": job.skipped,
+        "interrupted": job.interrupted,
+        "stopping_generation": False,
+        "job": f"Batch {p.batch_no + 1} out of {p.batch_count}",
+        "job_count": p.batch_count,
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
+        "job_no": p.batch_no,
+        "sampling_step": p.step,
+        "sampling_steps": p.total,
+    }
+    return {
+        "progress": p.fraction,
+        "eta_relative": job.eta,
+        "state": state,
+        "current_image": None,
+        "textinfo": None,
+    }
+
+
+@router.post("/interrupt")
+async def interrupt(request: Request) -> dict[str, Any]:
+    job = service(request).queue.current
+    if job is not None and job.kind == "generate":
+        job.interrupt()
+    return {}
+
+
+@router.post("/skip")
+async def skip(request: Request) -> None:
+    job = service(request).queue.current
+    if job is not None and job.kind == "generate":
+        job.skip()
+    return None
+
+
+@router.get("/options")
+async def get_options(request: Request) -> dict[str, Any]:
+    return dict(service(request).options)
+
+
+@router.post("/options")
+async def set_options(request: Request, body: dict[str, Any] = Body(default_factory=dict)) -> None:
+    await run_in_threadpool(service(request).set_options, body)
+    return None
+
+
+@router.post("/png-info")
+async def png_info(request: Request, body: PngInfoRequest) -> dict[str, Any]:
+    if not body.image.strip():
+        return {"info": "", "items": {}, "parameters": {}}
+    text = body.image.strip()
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        raw = base64.b64decode(text)
+    except ValueError:
+        decode_image(body.image, field="image")  # raises the clear error
+        raise
+    info, items = read_infotext(raw)
+    return {"info": info or "", "items": items, "parameters": parse_infotext(info) if info else {}}

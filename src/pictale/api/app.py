@@ -1,0 +1,61 @@
+"""create_app: builds the FastAPI app and its service in a lifespan (no state at import time)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+
+from pictale import __version__
+from pictale.api.a1111 import info as a1111_info
+from pictale.api.a1111 import routes as a1111_routes
+from pictale.api.auth import Authenticator
+from pictale.api.errors import install_error_handlers
+from pictale.core.config import Settings
+from pictale.service.generation import GenerationService
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    service: GenerationService | None = None,
+    on_started: Callable[[GenerationService], None] | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    svc = service or GenerationService(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        entry = await run_in_threadpool(svc.start)
+        for note in svc.startup_notes:
+            log.warning(note)
+        log.info("serving %s", entry.title)
+        if on_started is not None:
+            on_started(svc)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(svc.stop)
+
+    app = FastAPI(title="pictale", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service = svc
+    app.state.auth = Authenticator(settings.auth_pairs())
+    if settings.cors_allow_origins or settings.cors_allow_origins_regex:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in (settings.cors_allow_origins or "").split(",") if o.strip()],
+            allow_origin_regex=settings.cors_allow_origins_regex,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    install_error_handlers(app)
+    app.include_router(a1111_routes.router)
+    app.include_router(a1111_info.router)
+    return app

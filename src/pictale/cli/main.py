@@ -1,0 +1,170 @@
+"""The `pictale` command: serve, generate, models. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent import futures
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from pictale.cli import models as models_cmd
+
+app = typer.Typer(help="pictale: a local-first image-generation server for stories.", no_args_is_help=True)
+app.add_typer(models_cmd.app, name="models")
+console = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option(help="Data dir (models, outputs, database).", envvar=None)]
+ModelOpt = Annotated[
+    str | None, typer.Option(help='Checkpoint: path, hub id, name in the models dir, or "tiny".')
+]
+
+
+def make_settings(**flags: Any):
+    """CLI flags over PICTALE_* environment variables over defaults."""
+    from pictale.core.config import Settings
+
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    data_dir: DataDir = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Models dir (default DATA_DIR/models).")] = None,
+    listen: Annotated[
+        bool | None, typer.Option("--listen", help="Bind 0.0.0.0 instead of 127.0.0.1.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind this address (overrides --listen).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
+    api_auth: Annotated[
+        str | None, typer.Option(help="user:pass[,user2:pass2]: HTTP Basic on every route.")
+    ] = None,
+    cors_allow_origins: Annotated[str | None, typer.Option(help="Comma-separated CORS origins.")] = None,
+    cors_allow_origins_regex: Annotated[str | None, typer.Option(help="CORS origin regex.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, mps.")] = None,
+    max_width: Annotated[int | None, typer.Option(help="Largest width accepted (422 above).")] = None,
+    max_height: Annotated[int | None, typer.Option(help="Largest height accepted (422 above).")] = None,
+    queue_size: Annotated[int | None, typer.Option(help="Jobs that may wait; more get 429.")] = None,
+) -> None:
+    """Start the HTTP server (A1111 /sdapi/v1 API)."""
+    import uvicorn
+
+    from pictale.api.app import create_app
+
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    settings = make_settings(
+        model=model,
+        data_dir=data_dir,
+        models_dir=models_dir,
+        listen=listen,
+        host=host,
+        port=port,
+        api_auth=api_auth,
+        cors_allow_origins=cors_allow_origins,
+        cors_allow_origins_regex=cors_allow_origins_regex,
+        device=device,
+        max_width=max_width,
+        max_height=max_height,
+        queue_size=queue_size,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    def banner(svc) -> None:
+        entry = svc.current_model
+        lines = [f"model: [bold]{entry.title if entry else '?'}[/bold] ({entry.source if entry else ''})"]
+        lines.append(f"data dir: {settings.data_dir}")
+        lines.append(f"A1111 API: http://{settings.bind_host}:{settings.port}/sdapi/v1")
+        lines.append("auth: HTTP Basic" if settings.api_auth else "auth: open (local single user)")
+        style = "green"
+        for note in svc.startup_notes:
+            lines.append(f"\n[bold red]{note}[/bold red]")
+            style = "red"
+        console.print(Panel("\n".join(lines), title="pictale", border_style=style))
+
+    uvicorn.run(
+        create_app(settings, on_started=banner),
+        host=settings.bind_host,
+        port=settings.port,
+        log_level="info",
+        timeout_keep_alive=30,
+    )
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The prompt (A1111 syntax).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the PNGs.")] = Path("outputs"),
+    negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed; -1 random; image i uses seed+i.")] = -1,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "512x512",
+    sampler: Annotated[str, typer.Option(help='A1111 sampler name, e.g. "DPM++ 2M Karras".')] = "Euler",
+    cfg: Annotated[float, typer.Option(help="CFG scale.")] = 7.0,
+    n: Annotated[int, typer.Option("-n", help="Number of images.")] = 1,
+    model: ModelOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Generate images locally (no server) with a progress bar per step."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pictale.core.errors import PictaleError
+    from pictale.core.samplers import resolve_sampler
+    from pictale.core.types import GenerationSpec
+    from pictale.service.generation import GenerationService
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"--size must look like 512x768, got {size!r}") from None
+    settings = make_settings(model=model, data_dir=data_dir)
+    svc = GenerationService(settings)
+    try:
+        entry = svc.start()
+        for note in svc.startup_notes:
+            console.print(f"[bold red]{note}[/bold red]")
+        console.print(f"model: {entry.title}")
+        name, schedule = resolve_sampler(sampler, None)
+        spec = GenerationSpec(
+            prompt=prompt,
+            negative_prompt=negative,
+            steps=steps,
+            seed=seed,
+            width=width,
+            height=height,
+            sampler=name,
+            scheduler=schedule,
+            cfg_scale=cfg,
+            batch_size=1,
+            n_iter=n,
+        )
+        job = svc.submit(spec)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("image 1", total=steps)
+            while not job.future.done():
+                p = job.progress
+                bar.update(
+                    task, description=f"image {p.batch_no + 1}/{n}", completed=p.step, total=p.total or steps
+                )
+                futures.wait([job.future], timeout=0.1)
+            result = job.future.result()
+    except PictaleError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
+    finally:
+        svc.stop()
+    output.mkdir(parents=True, exist_ok=True)
+    start = len(list(output.glob("*.png")))
+    for i, (data, s) in enumerate(zip(result.images, result.seeds, strict=True)):
+        path = output / f"{start + i:05d}-{s}.png"
+        path.write_bytes(data)
+        typer.echo(str(path))
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()

@@ -1,0 +1,91 @@
+"""Settings: one pydantic-settings object, filled from CLI flags and PICTALE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("pictale", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Paths default to folders under `data_dir`."""
+
+    model_config = SettingsConfigDict(env_prefix="PICTALE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    models_dir: Path | None = None
+    outputs_dir: Path | None = None
+    database_url: str | None = None
+
+    model: str | None = None
+    """Checkpoint to load at start: a path, a hub id, a name from the models dir, or "tiny"."""
+
+    listen: bool = False
+    host: str | None = None
+    port: int = 7860
+    api_auth: str | None = None
+    """`user:pass[,user2:pass2]`: HTTP Basic on every route."""
+    cors_allow_origins: str | None = None
+    cors_allow_origins_regex: str | None = None
+
+    device: str = "auto"
+    dtype: str = "auto"
+    max_width: int = 2048
+    max_height: int = 2048
+    max_steps: int = 150
+    max_batch_images: int = 16
+    max_image_pixels: int = 4096 * 4096
+    queue_size: int = 16
+    save_images: bool = False
+    offline: bool = False
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+        return v
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        """Where checkpoints are scanned, like A1111's `models/Stable-diffusion`."""
+        return self.models_path / "Stable-diffusion"
+
+    @property
+    def loras_path(self) -> Path:
+        return self.models_path / "Lora"
+
+    @property
+    def outputs_path(self) -> Path:
+        return self.outputs_dir or self.data_dir / "outputs"
+
+    @property
+    def bind_host(self) -> str:
+        if self.host:
+            return self.host
+        return "0.0.0.0" if self.listen else "127.0.0.1"
+
+    def auth_pairs(self) -> dict[str, str]:
+        """Parse `--api-auth` into {user: password}."""
+        pairs: dict[str, str] = {}
+        if not self.api_auth:
+            return pairs
+        for item in self.api_auth.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            user, sep, password = item.partition(":")
+            if not sep:
+                raise ValueError(f"--api-auth entry {item!r} must be user:password")
+            pairs[user] = password
+        return pairs

@@ -1,0 +1,82 @@
+"""The one error tree. Every dialect renders these in its own shape (DESIGN.md rule 3)."""
+
+from __future__ import annotations
+
+
+class PictaleError(Exception):
+    """Base of every error pictale raises on purpose; `status` is the HTTP status it maps to."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(PictaleError):
+    """A request field is out of range or inconsistent (names the field)."""
+
+    status = 422
+    code = "invalid_request"
+
+
+class PromptSyntaxError(InvalidRequest):
+    code = "prompt_syntax"
+
+
+class InvalidImage(InvalidRequest):
+    """An uploaded or base64 image cannot be decoded or is too large."""
+
+    code = "invalid_image"
+
+
+class InitImageMissing(PictaleError):
+    status = 404
+    code = "init_image_missing"
+
+
+class ModelNotFound(PictaleError):
+    status = 404
+    code = "model_not_found"
+
+
+class UnsafeModelFile(PictaleError):
+    """A pickle checkpoint (.ckpt/.bin/.pt/.pth) was offered: pictale never unpickles."""
+
+    status = 422
+    code = "unsafe_model_file"
+
+
+class ModelLoadError(PictaleError):
+    status = 500
+    code = "model_load_failed"
+
+
+class QueueFull(PictaleError):
+    status = 429
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class JobCancelled(PictaleError):
+    status = 499
+    code = "cancelled"
+
+
+class JobNotFound(PictaleError):
+    status = 404
+    code = "job_not_found"
+
+
+class NotAuthenticated(PictaleError):
+    status = 401
+    code = "not_authenticated"
+
+
+class ScriptNotFound(InvalidRequest):
+    code = "script_not_found"

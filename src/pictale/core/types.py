@@ -1,0 +1,90 @@
+"""Frozen types shared by every layer. Every dialect translates its wire shape to a GenerationSpec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from PIL import Image
+
+
+class Mode(StrEnum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """One generation request, independent of dialect. Seeds are resolved by the service, not here."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    sampler: str = "Euler"
+    scheduler: str = "automatic"
+    batch_size: int = 1
+    n_iter: int = 1
+    clip_skip: int = 1
+    tiling: bool = False
+    model: str | None = None
+    """Checkpoint title/name to use for this job; None keeps the loaded one."""
+    # img2img / inpaint
+    init_images: tuple[Image.Image, ...] = ()
+    mask: Image.Image | None = None
+    denoising_strength: float = 0.75
+    resize_mode: int = 0
+    mask_blur: int = 4
+    inpainting_fill: int = 1
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: bool = False
+    # bookkeeping
+    styles: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def mode(self) -> Mode:
+        if not self.init_images:
+            return Mode.TXT2IMG
+        return Mode.INPAINT if self.mask is not None else Mode.IMG2IMG
+
+    @property
+    def total_images(self) -> int:
+        return self.batch_size * self.n_iter
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A checkpoint that can be loaded: what `/sdapi/v1/sd-models` lists."""
+
+    title: str
+    """A1111-style title: `name [hash10]`, or the name when no hash is known."""
+    model_name: str
+    filename: str
+    source: str
+    """"folder" (diffusers layout), "single_file" (.safetensors), "hub" or "tiny"."""
+    family: str | None = None
+    """"sd15", "sdxl" (detected when loaded or scanned)."""
+    sha256: str | None = None
+
+    @property
+    def short_hash(self) -> str | None:
+        return self.sha256[:10] if self.sha256 else None
+
+
+@dataclass
+class StepInfo:
+    """Progress of a running job: what the sampler reports each step."""
+
+    step: int
+    total: int
+    batch_no: int = 0
+    batch_count: int = 1

@@ -1,0 +1,267 @@
+"""The engine: owns one loaded pipeline and turns a GenerationSpec into images.
+
+Only the worker thread calls into it (DESIGN.md rule 5): diffusers pipelines are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+from PIL import Image
+
+from pictale.core.errors import JobCancelled, ModelLoadError
+from pictale.core.types import GenerationSpec, Mode, ModelEntry
+from pictale.engine import models, samplers
+from pictale.engine.text_encoding import encode_prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunControl:
+    """How the caller steers a running generation; checked once per sampling step."""
+
+    on_step: Callable[[int, int, int, int], None] | None = None
+    """(step, total_steps, batch_no, batch_count) after each step."""
+    cancelled: Callable[[], bool] = lambda: False
+    """True: stop now, decode nothing (client gone, job deleted)."""
+    interrupted: Callable[[], bool] = lambda: False
+    """True: A1111 interrupt: end sampling early, decode the partial latents, stop the batch loop."""
+    skipped: Callable[[], bool] = lambda: False
+    """True: A1111 skip: end this batch early (decoded) and go on with the next one."""
+    clear_skip: Callable[[], None] = lambda: None
+
+
+@dataclass
+class EngineResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    subseeds: list[int]
+    interrupted: bool = False
+
+
+def pick_device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(setting: str, device: str) -> torch.dtype:
+    if setting == "auto":
+        return torch.float16 if device in ("cuda", "mps") else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[setting]
+
+
+class Engine:
+    """One loaded checkpoint; txt2img, img2img and inpaint share its weights through `from_pipe`."""
+
+    def __init__(self, *, device: str = "auto", dtype: str = "auto") -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.entry: ModelEntry | None = None
+        self.family: str | None = None
+        self._pipe = None
+        self._variants: dict[Mode, object] = {}
+        self._base_scheduler_config: dict = {}
+        self._tiling = False
+
+    # -- model lifecycle -------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    def load(self, entry: ModelEntry) -> None:
+        """Load `entry`, freeing the previous checkpoint first so two never sit in memory together."""
+        self.unload()
+        pipe = models.load_pipeline(entry, device=self.device, dtype=self.dtype)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipe = pipe
+        self._variants = {Mode.TXT2IMG: pipe}
+        self._base_scheduler_config = dict(pipe.scheduler.config)
+        self.entry = entry
+        self.family = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else entry.family or "sd15"
+        self._tiling = False
+        log.info("loaded %s (%s) on %s/%s", entry.title, self.family, self.device, self.dtype)
+
+    def unload(self) -> None:
+        self._variants.clear()
+        self._pipe = None
+        self.entry = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _pipeline(self, mode: Mode):
+        pipe = self._variants.get(mode)
+        if pipe is None:
+            base = self._variants[Mode.TXT2IMG]
+            cls = AutoPipelineForImage2Image if mode is Mode.IMG2IMG else AutoPipelineForInpainting
+            pipe = cls.from_pipe(base)
+            pipe.set_progress_bar_config(disable=True)
+            self._variants[mode] = pipe
+        return pipe
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        spec: GenerationSpec,
+        prompts: list[str],
+        negative_prompts: list[str],
+        seeds: list[int],
+        subseeds: list[int],
+        control: RunControl | None = None,
+        init_images: list[Image.Image] | None = None,
+        masks: list[Image.Image] | None = None,
+    ) -> EngineResult:
+        """Run `spec.n_iter` batches of `spec.batch_size`; prompts/seeds are per image, already resolved."""
+        if self._pipe is None:
+            raise ModelLoadError("no model is loaded")
+        control = control or RunControl()
+        pipe = self._pipeline(spec.mode)
+        # A fresh scheduler per request: a sampler swap never leaks into the next job.
+        pipe.scheduler = samplers.make_scheduler(
+            self._base_scheduler_config, spec.sampler, spec.scheduler, seed=seeds[0] if seeds else None
+        )
+        self._set_tiling(spec.tiling)
+        images: list[Image.Image] = []
+        done_seeds: list[int] = []
+        done_subseeds: list[int] = []
+        interrupted = False
+        bs = spec.batch_size
+        for batch_no in range(spec.n_iter):
+            if control.cancelled():
+                raise JobCancelled("cancelled")
+            sl = slice(batch_no * bs, (batch_no + 1) * bs)
+            batch_images, stopped = self._run_batch(
+                pipe,
+                spec,
+                prompts[sl],
+                negative_prompts[sl],
+                seeds[sl],
+                subseeds[sl],
+                control,
+                batch_no,
+                (init_images or [])[sl] if init_images else None,
+                (masks or [])[sl] if masks else None,
+            )
+            images.extend(batch_images)
+            done_seeds.extend(seeds[sl])
+            done_subseeds.extend(subseeds[sl])
+            if control.interrupted():
+                interrupted = True
+                break
+            if stopped:
+                control.clear_skip()
+        return EngineResult(images, done_seeds, done_subseeds, interrupted)
+
+    def _run_batch(
+        self, pipe, spec, prompts, negatives, seeds, subseeds, control, batch_no, init_images, masks
+    ) -> tuple[list[Image.Image], bool]:
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        kwargs: dict = encode_prompts(self._pipe, prompts, negatives, clip_skip=spec.clip_skip)
+        kwargs.update(
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.cfg_scale,
+            generator=gens,
+            output_type="pil",
+        )
+        if spec.mode is Mode.TXT2IMG:
+            kwargs.update(width=spec.width, height=spec.height)
+            total = spec.steps
+        else:
+            strength = spec.denoising_strength
+            if strength <= 0:
+                return list(init_images), False  # nothing to denoise: the prepared init images as they are
+            # diffusers runs int(steps * strength) steps, as A1111 does; at least one must run.
+            steps = max(spec.steps, math.ceil(1 / strength))
+            kwargs.update(image=init_images, strength=strength, num_inference_steps=steps)
+            kwargs.update(width=spec.width, height=spec.height)
+            if spec.mode is Mode.INPAINT:
+                kwargs["mask_image"] = masks
+            total = max(1, min(steps, int(steps * strength)))
+        if spec.mode is Mode.TXT2IMG and spec.subseed_strength > 0:
+            kwargs["latents"] = self._variation_latents(pipe, spec, seeds, subseeds)
+        stopped = {"early": False}
+
+        def on_step_end(p, i, t, cb_kwargs):
+            if control.cancelled():
+                raise JobCancelled("cancelled")
+            if control.interrupted() or control.skipped():
+                stopped["early"] = True
+                p._interrupt = True
+            if control.on_step is not None:
+                control.on_step(min(i + 1, total), total, batch_no, spec.n_iter)
+            return {}
+
+        kwargs["callback_on_step_end"] = on_step_end
+        with torch.inference_mode():
+            out = pipe(**kwargs)
+        return list(out.images), stopped["early"]
+
+    def _variation_latents(self, pipe, spec, seeds, subseeds) -> torch.Tensor:
+        """A1111's variation seed: spherical interpolation between the seed's and the subseed's noise."""
+        channels = pipe.unet.config.in_channels
+        factor = pipe.vae_scale_factor
+        shape = (1, channels, spec.height // factor, spec.width // factor)
+        out = []
+        for seed, sub in zip(seeds, subseeds, strict=True):
+            a = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed)))
+            b = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(sub)))
+            out.append(_slerp(spec.subseed_strength, a, b))
+        return torch.cat(out).to(self.device, self.dtype)
+
+    def _set_tiling(self, tiling: bool) -> None:
+        """Seamless tiling as A1111 does it: circular padding on every conv of the UNet and VAE."""
+        if tiling == self._tiling:
+            return
+        for module in (self._pipe.unet, self._pipe.vae):
+            for layer in module.modules():
+                if isinstance(layer, torch.nn.Conv2d):
+                    layer.padding_mode = "circular" if tiling else "zeros"
+        self._tiling = tiling
+
+    # -- diagnostics --------------------------------------------------------------------------------
+
+    def memory(self) -> dict:
+        """CUDA memory numbers in A1111's `/memory` shape (zeros without CUDA)."""
+        if not torch.cuda.is_available():
+            return {"error": "cuda not available"}
+        free, total = torch.cuda.mem_get_info()
+        stats = torch.cuda.memory_stats()
+
+        def pair(key: str) -> dict:
+            return {"current": stats.get(f"{key}.all.current", 0), "peak": stats.get(f"{key}.all.peak", 0)}
+
+        return {
+            "system": {"free": free, "used": total - free, "total": total},
+            "active": pair("active_bytes"),
+            "allocated": pair("allocated_bytes"),
+            "reserved": pair("reserved_bytes"),
+            "inactive": pair("inactive_split_bytes"),
+            "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+        }
+
+
+def _slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * (1 - val) + high * val
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(
+        1
+    ) * high

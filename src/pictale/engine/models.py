@@ -1,0 +1,349 @@
+"""Model discovery and loading: A1111-style checkpoint dirs, diffusers folders, single files and hub ids.
+
+The same code loads the tiny test models and real checkpoints. Nothing here ever unpickles: pickle checkpoints
+are refused by name, and every load passes `use_safetensors=True` or reads a `.safetensors` file.
+
+Single files are loaded with `from_single_file(config=<local dir>)` so no hub access is needed. The config dir
+is `<stem>.config/` beside the file when present (the tiny models write one; users can add one for any
+checkpoint), else the packaged `engine/configs/{sd15,sdxl}`.
+
+torch and diffusers are imported only inside `load_pipeline`, so listing and resolving models stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+from pictale.core.errors import ModelLoadError, ModelNotFound, PictaleError, UnsafeModelFile
+from pictale.core.types import ModelEntry
+from pictale.engine.hashes import HashCache
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SUBDIR = "Stable-diffusion"
+CONFIG_DIR_SUFFIX = ".config"
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl"})
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_SAFE_ONLY = "pictale loads only .safetensors files and diffusers folders"
+
+
+# ---------------------------------------------------------------------------------------------- families
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """Tensor name -> {dtype, shape, data_offsets}, read from the JSON header only (no tensor data)."""
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise ValueError("file shorter than a safetensors header")
+            (size,) = struct.unpack("<Q", prefix)
+            if size > _MAX_HEADER_BYTES:
+                raise ValueError(f"header of {size} bytes is implausibly large")
+            raw = f.read(size)
+        if len(raw) < size:
+            raise ValueError("truncated header")
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{Path(path).name}: not a readable .safetensors file ({exc})") from exc
+    header.pop("__metadata__", None)
+    return header
+
+
+def family_from_keys(keys: Any, name: str = "checkpoint") -> str:
+    """Model family from A1111 single-file tensor names ("sd15", "sdxl" or "sd2")."""
+    keys = list(keys)
+    if not any(k.startswith("model.diffusion_model.") for k in keys):
+        raise ModelLoadError(f"{name}: no UNet weights (model.diffusion_model.*): not an SD checkpoint")
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    if any(k.startswith("conditioner.embedders.0.model.") for k in keys):
+        raise ModelLoadError(f"{name}: an SDXL refiner checkpoint; only base txt2img models are supported")
+    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
+        return "sd15"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return "sd2"
+    raise ModelLoadError(f"{name}: unknown checkpoint layout (no known text encoder keys)")
+
+
+def _family_from_class(class_name: str, folder: Path | None, name: str) -> str:
+    if class_name.startswith("StableDiffusionXL"):
+        return "sdxl"
+    if class_name.startswith("StableDiffusion"):
+        unet_config = folder / "unet" / "config.json" if folder else None
+        if unet_config and unet_config.is_file():
+            width = json.loads(unet_config.read_text(encoding="utf-8")).get("cross_attention_dim")
+            return "sd2" if width == 1024 else "sd15"
+        return "sd15"
+    raise ModelLoadError(f"{name}: unsupported pipeline class {class_name!r} (expected SD 1.5 / SD 2 / SDXL)")
+
+
+def detect_family(path: Path) -> str:
+    """ "sd15", "sdxl" or "sd2": from model_index.json for folders, from the safetensors header for files."""
+    path = Path(path)
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ModelLoadError(f"{path.name}: not a diffusers folder (no model_index.json)")
+        try:
+            class_name = json.loads(index.read_text(encoding="utf-8"))["_class_name"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{path.name}: unreadable model_index.json ({exc})") from exc
+        return _family_from_class(str(class_name), path, path.name)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UnsafeModelFile(f"{path.name}: pickle checkpoint refused; {_SAFE_ONLY}")
+    if path.suffix.lower() != ".safetensors":
+        raise ModelLoadError(f"{path.name}: not a .safetensors file or diffusers folder")
+    return family_from_keys(read_safetensors_header(path), path.name)
+
+
+# ---------------------------------------------------------------------------------------------- scanning
+
+
+def _unet_weights(folder: Path) -> Path | None:
+    main = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    if main.is_file():
+        return main
+    found = sorted((folder / "unet").glob("*.safetensors"))
+    return found[0] if found else None
+
+
+def _is_config_dir(folder: Path) -> bool:
+    return folder.name.endswith(CONFIG_DIR_SUFFIX) and folder.with_suffix(".safetensors").is_file()
+
+
+def _entry(path: Path, rel: str, cache: HashCache) -> ModelEntry:
+    """A ModelEntry for a folder or single file; `rel` is its name relative to the scanned directory."""
+    family = detect_family(path)
+    if path.is_dir():
+        weights = _unet_weights(path)
+        if weights is None:
+            pickles = sorted(p.name for p in (path / "unet").glob("*") if p.suffix in PICKLE_SUFFIXES)
+            if pickles:
+                raise UnsafeModelFile(
+                    f"{rel}: UNet weights only as pickle ({', '.join(pickles)}); {_SAFE_ONLY}"
+                )
+            raise ModelLoadError(f"{rel}: diffusers folder without UNet .safetensors weights")
+        sha, source, model_name = cache.sha256(weights), "folder", rel.replace("/", "_")
+    else:
+        sha, source = cache.sha256(path), "single_file"
+        model_name = os.path.splitext(rel.replace("/", "_"))[0]
+    return ModelEntry(
+        title=f"{rel} [{sha[:10]}]",
+        model_name=model_name,
+        filename=str(path.absolute()),
+        source=source,
+        family=family,
+        sha256=sha,
+    )
+
+
+def scan_checkpoints(directory: Path) -> list[ModelEntry]:
+    """Every loadable model under `directory` (recursively), sorted by title, like A1111's checkpoint list."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    cache = HashCache(directory)
+    entries: list[ModelEntry] = []
+    seen: set[str] = set()
+    # Symlinked model dirs are common (shared with other UIs); `seen` stops symlink cycles.
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        here = Path(root)
+        if os.path.realpath(here) in seen:
+            dirs[:] = []
+            continue
+        seen.add(os.path.realpath(here))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if here != directory and "model_index.json" in files:
+            dirs[:] = []  # a diffusers folder is one model, never a tree to search
+            if not _is_config_dir(here):
+                _add(entries, here, here.relative_to(directory).as_posix(), cache)
+            continue
+        for name in sorted(files):
+            path = here / name
+            suffix = path.suffix.lower()
+            if suffix == ".safetensors":
+                _add(entries, path, path.relative_to(directory).as_posix(), cache)
+            elif suffix in PICKLE_SUFFIXES:
+                logger.warning("not listing pickle checkpoint %s: %s", path, _SAFE_ONLY)
+    cache.save()
+    return sorted(entries, key=lambda e: e.title.lower())
+
+
+def _add(entries: list[ModelEntry], path: Path, rel: str, cache: HashCache) -> None:
+    try:
+        entries.append(_entry(path, rel, cache))
+    except PictaleError as exc:
+        logger.warning("skipping %s: %s", path, exc.message)
+
+
+# ---------------------------------------------------------------------------------------------- resolving
+
+
+def _pickle_guard(spec: str) -> None:
+    if Path(spec).suffix.lower() in PICKLE_SUFFIXES:
+        raise UnsafeModelFile(
+            f"{Path(spec).name}: pickle checkpoints (.ckpt/.pt/.pth/.bin) are never loaded; {_SAFE_ONLY}"
+        )
+
+
+def _entry_for_path(path: Path) -> ModelEntry:
+    path = path.absolute()
+    if path.is_dir() and not (path / "model_index.json").is_file():
+        raise ModelLoadError(f"{path.name}: not a diffusers folder (no model_index.json)")
+    cache = HashCache(path.parent)
+    entry = _entry(path, path.name, cache)
+    cache.save()
+    return entry
+
+
+def _match(spec: str, entries: list[ModelEntry]) -> ModelEntry | None:
+    """A1111's lookup order: title, model name, file name, hash, then the shortest title containing spec."""
+    tests = (
+        lambda e: e.title == spec,
+        lambda e: e.model_name == spec,
+        lambda e: e.title.rsplit(" [", 1)[0] in (spec, spec + ".safetensors"),
+        lambda e: e.sha256 is not None and len(spec) >= 8 and e.sha256.startswith(spec.lower()),
+    )
+    for test in tests:
+        if found := [e for e in entries if test(e)]:
+            return found[0]
+    found = sorted((e for e in entries if spec in e.title), key=lambda e: len(e.title))
+    return found[0] if found else None
+
+
+def resolve_model(spec: str, models_dir: Path) -> ModelEntry:
+    """Turn "tiny", a path, a title/name in `models_dir/Stable-diffusion` or a hub id into a ModelEntry."""
+    spec = spec.strip()
+    if not spec:
+        raise ModelNotFound("no model named: empty model name")
+    checkpoint_dir = Path(models_dir) / CHECKPOINT_SUBDIR
+    if spec.lower() == "tiny":
+        from pictale.engine.tiny import ensure_tiny_model
+
+        folder = ensure_tiny_model(Path(models_dir))
+        cache = HashCache(checkpoint_dir)
+        entry = _entry(folder, folder.name, cache)
+        cache.save()
+        return ModelEntry(entry.title, entry.model_name, entry.filename, "tiny", entry.family, entry.sha256)
+    _pickle_guard(spec)
+    path = Path(spec).expanduser()
+    if path.is_absolute():
+        if not path.exists():
+            raise ModelNotFound(f"model file or folder {spec!r} does not exist")
+        return _entry_for_path(path)
+    if found := _match(spec, scan_checkpoints(checkpoint_dir)):
+        return found
+    if path.exists():
+        return _entry_for_path(path)
+    if _HUB_ID.fullmatch(spec):
+        return ModelEntry(title=spec, model_name=spec, filename=spec, source="hub")
+    raise ModelNotFound(
+        f"model {spec!r} not found: not an existing path, not a checkpoint in {checkpoint_dir}, not a hub id"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def single_file_config_dir(path: Path, family: str) -> Path:
+    """The local diffusers config dir for a single file: `<stem>.config/` beside it, else the packaged one."""
+    sibling = Path(path).with_suffix(CONFIG_DIR_SUFFIX)
+    if (sibling / "model_index.json").is_file():
+        return sibling
+    from pictale.engine.configs import FAMILIES, packaged_config_dir
+
+    if family not in FAMILIES:
+        raise ModelLoadError(
+            f"{Path(path).name}: no packaged config for {family} single files; "
+            f"put a diffusers config dir (model_index.json, */config.json, tokenizer) at {sibling.name}/"
+        )
+    return packaged_config_dir(family)
+
+
+def _pipeline_class(family: str) -> Any:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+
+
+def _no_safety_checker(family: str) -> dict[str, Any]:
+    if family == "sdxl":
+        return {}
+    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
+def _load_hub(hub_id: str, dtype: Any) -> Any:
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(hub_id)
+    except Exception as exc:
+        offline = (
+            " (HF_HUB_OFFLINE is set and it is not in the local cache)"
+            if os.environ.get("HF_HUB_OFFLINE")
+            else ""
+        )
+        raise ModelNotFound(
+            f"hub model {hub_id!r} is not available{offline}: {type(exc).__name__}: {exc}"
+        ) from exc
+    family = _family_from_class(str(index.get("_class_name", "")), None, hub_id)
+    return _pipeline_class(family).from_pretrained(
+        hub_id, use_safetensors=True, dtype=dtype, **_no_safety_checker(family)
+    )
+
+
+def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) -> Any:
+    """The txt2img pipeline for entry (StableDiffusion[XL]Pipeline), with no safety checker."""
+    import torch
+
+    if dtype is None:
+        dtype = torch.float32 if str(device).startswith("cpu") else torch.float16
+    name = Path(entry.filename).name if entry.source != "hub" else entry.filename
+    try:
+        if entry.source == "hub":
+            pipe = _load_hub(entry.filename, dtype)
+        else:
+            path = Path(entry.filename)
+            _pickle_guard(str(path))
+            if not path.exists():
+                raise ModelNotFound(f"model file or folder {entry.filename!r} does not exist")
+            family = entry.family or detect_family(path)
+            cls, extra = _pipeline_class(family), _no_safety_checker(family)
+            if path.is_dir():
+                pipe = cls.from_pretrained(
+                    path, use_safetensors=True, local_files_only=True, dtype=dtype, **extra
+                )
+            else:
+                config = single_file_config_dir(path, family)
+                pipe = cls.from_single_file(
+                    str(path), config=str(config), local_files_only=True, dtype=dtype, **extra
+                )
+        for attr in ("tokenizer", "tokenizer_2"):
+            tokenizer = getattr(pipe, attr, None)
+            if tokenizer is not None and len(tokenizer) <= 2:
+                raise ModelLoadError(f"{name}: {attr} loaded empty (missing vocab files?)")
+        pipe.to(device)
+    except PictaleError:
+        raise
+    except Exception as exc:
+        reason = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise ModelLoadError(f"cannot load {name}: {type(exc).__name__}: {reason}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pipeline_family(pipe: Any) -> str:
+    """ "sdxl" or "sd15"/"sd2" for a loaded pipeline (hub entries learn their family only when loaded)."""
+    if hasattr(pipe, "text_encoder_2"):
+        return "sdxl"
+    return "sd2" if getattr(pipe.unet.config, "cross_attention_dim", None) == 1024 else "sd15"

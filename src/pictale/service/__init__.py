@@ -1,0 +1,1 @@
+"""The service layer: one GenerationService used by every entry point."""

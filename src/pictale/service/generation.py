@@ -1,0 +1,291 @@
+"""GenerationService: the one service every entry point (A1111 API, CLI, later OpenAI and jobs) uses."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import replace
+from typing import Any
+
+from pictale.core.config import Settings
+from pictale.core.errors import InvalidRequest, ModelNotFound
+from pictale.core.images import (
+    blur_mask,
+    fill_masked,
+    mask_from_image,
+    masked_region,
+    overlay_result,
+    resize_image,
+    to_rgb,
+)
+from pictale.core.types import GenerationSpec, Mode, ModelEntry
+from pictale.jobs.queue import Job, JobQueue
+from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog
+from pictale.service.results import GenerationResult, infotext_params, make_infotext
+from pictale.service.styles import StyleStore
+from pictale.storage.infotext import encode_image
+
+log = logging.getLogger(__name__)
+
+MAX_SEED = 4294967294
+
+
+class GenerationService:
+    """Owns the queue, the worker's engine, the model catalog and the A1111 options."""
+
+    def __init__(self, settings: Settings, engine: Any | None = None) -> None:
+        self.settings = settings
+        self.queue = JobQueue(settings.queue_size)
+        self.catalog = ModelCatalog(settings)
+        self.styles = StyleStore(settings.data_dir / "styles.csv")
+        self._engine = engine
+        self.options: dict[str, Any] = dict(A1111_OPTION_DEFAULTS)
+        self.last_job: Job | None = None
+        self.startup_notes: list[str] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def engine(self):
+        if self._engine is None:
+            from pictale.engine.engine import Engine  # lazy: keeps torch out of API/CLI import time
+
+            self._engine = Engine(device=self.settings.device, dtype=self.settings.dtype)
+        return self._engine
+
+    def start(self) -> ModelEntry:
+        """Scan models, pick the start-up model (falling back to the tiny demo) and load it."""
+        self.queue.start()
+        self.catalog.refresh()
+        entry = self._startup_entry()
+        self.switch_model(entry.title)
+        return entry
+
+    def stop(self) -> None:
+        self.queue.stop()
+
+    def _startup_entry(self) -> ModelEntry:
+        wanted = self.settings.model
+        if wanted and wanted != "tiny":
+            return self.catalog.find(wanted)
+        real = [e for e in self.catalog.entries if "tiny" not in e.model_name]
+        if real and not wanted:
+            return real[0]
+        from pictale.engine import models
+
+        entry = models.resolve_model("tiny", self.settings.models_path)
+        if not wanted:
+            self.startup_notes.append(
+                "NO MODEL FOUND: serving the tiny demo model (random weights, it draws noise). Looked for "
+                f"--model / PICTALE_MODEL and for checkpoints in {self.settings.checkpoints_path}. "
+                "Add a real "
+                "model: drop a .safetensors checkpoint or a diffusers folder there, or run "
+                "`pictale models pull HUB_ID`, or start with `--model PATH_OR_HUB_ID`."
+            )
+        self.catalog.refresh()
+        self.catalog.remember(entry)
+        return entry
+
+    # -- models ----------------------------------------------------------------------------------
+    @property
+    def current_model(self) -> ModelEntry | None:
+        return self.engine.entry if self._engine is not None else None
+
+    def switch_model(self, name: str) -> ModelEntry:
+        """Load the named checkpoint on the worker; blocks until it is loaded (A1111 `POST /options`)."""
+        entry = self.catalog.find(name)
+        job = self.queue.submit(Job(work=lambda job: self._load(entry), kind="load"))
+        return job.future.result()
+
+    def _load(self, entry: ModelEntry) -> ModelEntry:
+        """Make `entry` the configured checkpoint (the A1111 option) and load it."""
+        loaded = self._ensure_loaded(entry)
+        self.options["sd_model_checkpoint"] = loaded.title
+        self.options["sd_checkpoint_hash"] = loaded.sha256
+        return loaded
+
+    def _ensure_loaded(self, entry: ModelEntry) -> ModelEntry:
+        if self.engine.entry is None or self.engine.entry.filename != entry.filename:
+            self.engine.load(entry)
+        return self.engine.entry
+
+    def set_options(self, values: dict[str, Any]) -> None:
+        """Apply A1111 settings; unknown keys are kept (A1111 clients post the whole dict back)."""
+        values = dict(values)
+        wanted = values.pop("sd_model_checkpoint", None)
+        values.pop("sd_checkpoint_hash", None)
+        if "CLIP_stop_at_last_layers" in values:
+            clip_skip = values["CLIP_stop_at_last_layers"]
+            if not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12:
+                raise InvalidRequest(
+                    "CLIP_stop_at_last_layers must be an integer from 1 to 12", param="options"
+                )
+        if "samples_format" in values and str(values["samples_format"]).lower() not in (
+            "png",
+            "jpg",
+            "jpeg",
+            "webp",
+        ):
+            raise InvalidRequest("samples_format must be png, jpg or webp", param="samples_format")
+        self.options.update(values)
+        if wanted and wanted != self.options.get("sd_model_checkpoint"):
+            self.switch_model(str(wanted))
+
+    # -- generation ------------------------------------------------------------------------------
+    def submit(self, spec: GenerationSpec, *, owner: str | None = None) -> Job:
+        """Validate and queue a generation; the returned job's future yields a GenerationResult."""
+        spec = self.normalize(spec)
+        job = Job(work=lambda job: self._generate(spec, job), owner=owner)
+        self.queue.submit(job)
+        self.last_job = job
+        return job
+
+    def generate(self, spec: GenerationSpec, **kw: Any) -> GenerationResult:
+        """Synchronous helper (CLI, tests)."""
+        return self.submit(spec, **kw).future.result()
+
+    def normalize(self, spec: GenerationSpec) -> GenerationSpec:
+        s = self.settings
+        width, height = spec.width // 8 * 8, spec.height // 8 * 8
+        if spec.width < 8 or spec.height < 8:
+            raise InvalidRequest(f"width and height must be at least 8 (got {spec.width}x{spec.height})")
+        if spec.width > s.max_width or spec.height > s.max_height:
+            raise InvalidRequest(
+                f"size {spec.width}x{spec.height} is above the maximum {s.max_width}x{s.max_height} "
+                "(set --max-width/--max-height)",
+                param="width" if spec.width > s.max_width else "height",
+            )
+        if not 1 <= spec.steps <= s.max_steps:
+            raise InvalidRequest(f"steps must be from 1 to {s.max_steps} (got {spec.steps})", param="steps")
+        if spec.batch_size < 1 or spec.n_iter < 1:
+            raise InvalidRequest("batch_size and n_iter must be at least 1", param="batch_size")
+        if spec.total_images > s.max_batch_images:
+            raise InvalidRequest(
+                f"batch_size x n_iter = {spec.total_images} images is above the limit of "
+                f"{s.max_batch_images}",
+                param="batch_size",
+            )
+        if not 0.0 <= spec.denoising_strength <= 1.0:
+            raise InvalidRequest("denoising_strength must be between 0 and 1", param="denoising_strength")
+        if not 1 <= spec.clip_skip <= 12:
+            raise InvalidRequest("clip skip must be from 1 to 12", param="CLIP_stop_at_last_layers")
+        if spec.model:
+            try:
+                self.catalog.find(spec.model)
+            except ModelNotFound as exc:
+                raise ModelNotFound(exc.message, param="sd_model_checkpoint") from None
+        return replace(spec, width=width, height=height)
+
+    def resolve_seeds(self, spec: GenerationSpec) -> tuple[list[int], list[int]]:
+        """A1111: -1 is random; image i uses seed+i (the subseed moves instead when a variation is asked)."""
+        seed = spec.seed if spec.seed is not None and spec.seed >= 0 else random.randrange(MAX_SEED)
+        subseed = (
+            spec.subseed if spec.subseed is not None and spec.subseed >= 0 else random.randrange(MAX_SEED)
+        )
+        n = spec.total_images
+        seeds = [seed + (i if spec.subseed_strength == 0 else 0) for i in range(n)]
+        subseeds = [subseed + i for i in range(n)]
+        return seeds, subseeds
+
+    def _generate(self, spec: GenerationSpec, job: Job) -> GenerationResult:
+        from pictale.engine.engine import RunControl
+
+        # A per-request override loads its checkpoint for this job only; the next job without one goes
+        # back to the configured checkpoint, as A1111 does.
+        wanted = spec.model or self.options.get("sd_model_checkpoint")
+        if wanted:
+            self._ensure_loaded(self.catalog.find(wanted))
+        job.check_cancelled()
+        spec = self.styles.apply(spec)
+        n = spec.total_images
+        prompts = _per_image(spec.extra.get("prompts") or [spec.prompt], n)
+        negatives = _per_image(spec.extra.get("negative_prompts") or [spec.negative_prompt], n)
+        seeds, subseeds = self.resolve_seeds(spec)
+        init_images, masks, overlay = self._prepare_images(spec, seeds)
+        control = RunControl(
+            on_step=job.report,
+            cancelled=lambda: job.cancelled,
+            interrupted=lambda: job.interrupted,
+            skipped=lambda: job.skipped,
+            clear_skip=job.clear_skip,
+        )
+        out = self.engine.generate(spec, prompts, negatives, seeds, subseeds, control, init_images, masks)
+        images = out.images
+        if overlay is not None:
+            images = [overlay_result(overlay[0], img, overlay[1], overlay[2]) for img in images]
+        model = self.engine.entry
+        extra = dict(spec.extra.get("infotext_extra") or {})
+        if spec.mode is Mode.INPAINT:
+            extra.update(
+                {
+                    "Mask blur": spec.mask_blur,
+                    "Inpaint area": "Only masked" if spec.inpaint_full_res else None,
+                    "Masked area padding": spec.inpaint_full_res_padding if spec.inpaint_full_res else None,
+                    "Masked content": ["fill", "original", "latent noise", "latent nothing"][
+                        spec.inpainting_fill
+                    ],
+                }
+            )
+        fmt = str(self.options.get("samples_format") or "png").lower()
+        infotexts, encoded = [], []
+        for i, img in enumerate(images):
+            params = infotext_params(spec, model, out.seeds[i], out.subseeds[i], extra)
+            text = make_infotext(prompts[i], negatives[i], params)
+            infotexts.append(text)
+            encoded.append(encode_image(img, text if self.options.get("enable_pnginfo", True) else None, fmt))
+        return GenerationResult(
+            spec=spec,
+            images=encoded,
+            pil_images=images,
+            infotexts=infotexts,
+            prompts=prompts[: len(images)],
+            negative_prompts=negatives[: len(images)],
+            seeds=out.seeds,
+            subseeds=out.subseeds,
+            model=model,
+            interrupted=out.interrupted,
+            extra_params={k: v for k, v in extra.items() if v is not None},
+        )
+
+    def _prepare_images(self, spec: GenerationSpec, seeds: list[int]):
+        """A1111 img2img preparation: resize mode, mask (alpha, blur, invert), masked content, crop."""
+        if spec.mode is Mode.TXT2IMG:
+            return None, None, None
+        n = spec.total_images
+        if len(spec.init_images) > spec.batch_size:
+            raise InvalidRequest(
+                f"{len(spec.init_images)} init images but batch_size is {spec.batch_size}",
+                param="init_images",
+            )
+        sources = [to_rgb(img) for img in spec.init_images]
+        sources = [sources[i % len(sources)] for i in range(n)]
+        if spec.mode is Mode.IMG2IMG:
+            return (
+                [resize_image(spec.resize_mode, img, spec.width, spec.height) for img in sources],
+                None,
+                None,
+            )
+        mask = mask_from_image(spec.mask, invert=spec.inpainting_mask_invert)
+        first = resize_image(spec.resize_mode, sources[0], spec.width, spec.height)
+        mask = resize_image(spec.resize_mode, mask, spec.width, spec.height).point(
+            lambda v: 255 if v >= 128 else 0
+        )
+        soft = blur_mask(mask, spec.mask_blur)
+        crop = masked_region(mask, spec.width, spec.height, spec.inpaint_full_res_padding)
+        images, masks = [], []
+        for i, src in enumerate(sources):
+            img = first if i == 0 else resize_image(spec.resize_mode, src, spec.width, spec.height)
+            img = fill_masked(img, mask, spec.inpainting_fill, seeds[i])
+            if spec.inpaint_full_res and crop is not None:
+                images.append(img.crop(crop).resize((spec.width, spec.height)))
+                masks.append(soft.crop(crop).resize((spec.width, spec.height)))
+            else:
+                images.append(img)
+                masks.append(soft)
+        overlay = (first, soft, crop if spec.inpaint_full_res else None)
+        return images, masks, overlay
+
+
+def _per_image(values: list[str], n: int) -> list[str]:
+    if len(values) not in (1, n):
+        raise InvalidRequest(f"{len(values)} prompts given for {n} images", param="prompt")
+    return [values[i % len(values)] for i in range(n)]

@@ -1,0 +1,120 @@
+"""What a generation returns to every entry point, and the A1111 infotext and `info` built from it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pictale import __version__
+from pictale.core.samplers import AUTOMATIC, default_schedule, schedule_label
+from pictale.core.types import GenerationSpec, Mode, ModelEntry
+from pictale.storage.infotext import build_infotext
+
+VERSION = f"pictale-{__version__}"
+
+
+@dataclass
+class GenerationResult:
+    spec: GenerationSpec
+    images: list[bytes]
+    """Encoded images (PNG unless another samples_format was asked), each carrying its infotext."""
+    pil_images: list[Any]
+    infotexts: list[str]
+    prompts: list[str]
+    negative_prompts: list[str]
+    seeds: list[int]
+    subseeds: list[int]
+    model: ModelEntry | None
+    interrupted: bool = False
+    job_timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+    def info(self) -> dict[str, Any]:
+        """A1111's `info` object (the API sends it JSON-encoded as a string)."""
+        spec = self.spec
+        model = self.model
+        return {
+            "prompt": self.prompts[0] if self.prompts else spec.prompt,
+            "all_prompts": self.prompts,
+            "negative_prompt": self.negative_prompts[0] if self.negative_prompts else spec.negative_prompt,
+            "all_negative_prompts": self.negative_prompts,
+            "seed": self.seeds[0] if self.seeds else spec.seed,
+            "all_seeds": self.seeds,
+            "subseed": self.subseeds[0] if self.subseeds else spec.subseed,
+            "all_subseeds": self.subseeds,
+            "subseed_strength": spec.subseed_strength,
+            "width": spec.width,
+            "height": spec.height,
+            "sampler_name": spec.sampler,
+            "cfg_scale": spec.cfg_scale,
+            "steps": spec.steps,
+            "batch_size": spec.batch_size,
+            "restore_faces": False,
+            "face_restoration_model": None,
+            "sd_model_name": model.model_name if model else None,
+            "sd_model_hash": model.short_hash if model else None,
+            "sd_vae_name": None,
+            "sd_vae_hash": None,
+            "seed_resize_from_w": -1,
+            "seed_resize_from_h": -1,
+            "denoising_strength": spec.denoising_strength if spec.mode is not Mode.TXT2IMG else None,
+            "extra_generation_params": _jsonable(self.extra_params),
+            "index_of_first_image": 0,
+            "infotexts": self.infotexts,
+            "styles": list(spec.styles),
+            "job_timestamp": self.job_timestamp,
+            "clip_skip": spec.clip_skip,
+            "is_using_inpainting_conditioning": False,
+            "version": VERSION,
+        }
+
+    def info_json(self) -> str:
+        return json.dumps(self.info(), ensure_ascii=False)
+
+
+def infotext_params(
+    spec: GenerationSpec, model: ModelEntry | None, seed: int, subseed: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The `Key: value` line of the infotext, in A1111's key order."""
+    params: dict[str, Any] = {
+        "Steps": spec.steps,
+        "Sampler": spec.sampler,
+        "Schedule type": _schedule_type(spec),
+        "CFG scale": spec.cfg_scale,
+        "Seed": seed,
+        "Size": f"{spec.width}x{spec.height}",
+        "Model hash": model.short_hash if model else None,
+        "Model": model.model_name if model else None,
+        "Variation seed": subseed if spec.subseed_strength > 0 else None,
+        "Variation seed strength": spec.subseed_strength if spec.subseed_strength > 0 else None,
+        "Denoising strength": spec.denoising_strength if spec.mode is not Mode.TXT2IMG else None,
+        "Clip skip": spec.clip_skip if spec.clip_skip > 1 else None,
+        "RNG": "CPU",
+        "Tiling": True if spec.tiling else None,
+    }
+    params.update(extra)
+    params["Version"] = VERSION
+    return params
+
+
+def make_infotext(prompt: str, negative: str, params: dict[str, Any]) -> str:
+    return build_infotext(prompt, negative, params)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        try:
+            json.dumps(v)
+            out[k] = v
+        except TypeError:
+            out[k] = None
+    return out
+
+
+def _schedule_type(spec: GenerationSpec) -> str | None:
+    """A1111 writes the schedule that ran: the sampler's default for Automatic, nothing when it has none."""
+    schedule = spec.scheduler if spec.scheduler != AUTOMATIC else default_schedule(spec.sampler)
+    return schedule_label(schedule) if schedule != AUTOMATIC else None
