@@ -17,9 +17,7 @@ def test_api_and_cli_do_not_import_torch():
 
 
 def test_help_is_fast_and_lists_commands():
-    r = subprocess.run(
-        [sys.executable, "-m", "pictale", "--help"], capture_output=True, text=True, timeout=120
-    )
+    r = subprocess.run([sys.executable, "-m", "pictale", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0
     for cmd in ("serve", "generate", "models"):
         assert cmd in r.stdout

@@ -72,7 +72,5 @@ def test_img2img_translation():
     assert spec.denoising_strength == 0.3
     with pytest.raises(InitImageMissing):
         Img2ImgRequest().to_spec(OPTS, max_pixels=10)
-    with pytest.raises(
-        InvalidImage, match=r"init_images\[0\]: image is 32x16, more than the limit of 100 pixels"
-    ):
+    with pytest.raises(InvalidImage, match=r"init_images\[0\]: image is 32x16, more than the limit of 100 pixels"):
         Img2ImgRequest(init_images=[png_b64(img)]).to_spec(OPTS, max_pixels=100)

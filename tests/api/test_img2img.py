@@ -132,7 +132,7 @@ def test_inpaint_only_masked_and_inverted_and_alpha_mask(client):
     inv = decode(inverted.json()["images"][0]).convert("RGB")
     centre = (22, 22, 34, 34)
     assert inv.crop(centre).tobytes() == init.crop(centre).tobytes()
-    # RGBA mask: transparency marks the area to repaint
+    # RGBA mask with transparency: its alpha is the mask (opaque = repaint), as in A1111
     rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     ImageDraw.Draw(rgba).rectangle((20, 20, 35, 35), fill=(0, 0, 0, 0))
     alpha = client.post(

@@ -32,9 +32,7 @@ def test_sd_models_shape(client):
     assert models
     for m in models:
         assert set(m) == {"title", "model_name", "hash", "sha256", "filename", "config"}
-    loaded = [
-        m for m in models if m["title"] == client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
-    ]
+    loaded = [m for m in models if m["title"] == client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]]
     assert "tiny" in loaded[0]["model_name"]
     assert loaded[0]["title"] == f"{loaded[0]['model_name']} [{loaded[0]['hash']}]"
 

@@ -96,9 +96,7 @@ def test_api_defaults_when_fields_absent_or_null(client):
 
 
 def test_unknown_fields_are_ignored(client):
-    r = client.post(
-        "/sdapi/v1/txt2img", json={**BASE, "url": "http://x", "auth": "a:b", "clip_skip": 1, "foo": [1]}
-    )
+    r = client.post("/sdapi/v1/txt2img", json={**BASE, "url": "http://x", "auth": "a:b", "clip_skip": 1, "foo": [1]})
     assert r.status_code == 200
 
 
@@ -187,9 +185,7 @@ def test_unknown_sampler_falls_back_like_a1111(client):
 
 def test_clip_skip_tiling_negative_and_cfg_change_the_image(client):
     base = client.post("/sdapi/v1/txt2img", json=BASE).json()["images"][0]
-    skip = client.post(
-        "/sdapi/v1/txt2img", json={**BASE, "override_settings": {"CLIP_stop_at_last_layers": 2}}
-    )
+    skip = client.post("/sdapi/v1/txt2img", json={**BASE, "override_settings": {"CLIP_stop_at_last_layers": 2}})
     assert "Clip skip: 2" in info_of(skip)["infotexts"][0]
     tiled = client.post("/sdapi/v1/txt2img", json={**BASE, "tiling": True})
     assert "Tiling: True" in info_of(tiled)["infotexts"][0]
@@ -255,3 +251,57 @@ def test_jpeg_samples_format(client):
         assert img.format == "JPEG"
     finally:
         client.post("/sdapi/v1/options", json={"samples_format": "png"})
+
+
+def test_hires_fix_latent_and_pixel_upscalers(client):
+    body = {**BASE, "enable_hr": True, "hr_scale": 2, "denoising_strength": 0.5, "hr_second_pass_steps": 2}
+    latent = client.post("/sdapi/v1/txt2img", json=body)
+    assert latent.status_code == 200, latent.text
+    assert decode(latent.json()["images"][0]).size == (128, 128)
+    text = info_of(latent)["infotexts"][0]
+    assert "Size: 64x64" in text  # A1111 writes the first-pass size
+    assert "Denoising strength: 0.5" in text and "Hires upscale: 2" in text
+    assert "Hires steps: 2" in text and "Hires upscaler: Latent" in text
+    lanczos = client.post("/sdapi/v1/txt2img", json={**body, "hr_upscaler": "Lanczos"})
+    assert decode(lanczos.json()["images"][0]).size == (128, 128)
+    assert lanczos.json()["images"][0] != latent.json()["images"][0]
+    resized = client.post("/sdapi/v1/txt2img", json={**body, "hr_resize_x": 96, "hr_resize_y": 0})
+    assert decode(resized.json()["images"][0]).size == (96, 96)
+    assert "Hires resize: 96x96" in info_of(resized)["infotexts"][0]
+    # enable_hr false (what webuiapi and SillyTavern send by default) is a plain txt2img
+    plain = client.post("/sdapi/v1/txt2img", json={**BASE, "enable_hr": False, "hr_scale": 2})
+    assert decode(plain.json()["images"][0]).size == (64, 64)
+
+
+def test_hires_fix_errors_name_the_field(client):
+    r = client.post("/sdapi/v1/txt2img", json={**BASE, "enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"})
+    assert r.status_code == 422 and "hr_upscaler 'R-ESRGAN 4x+' is not available" in r.json()["detail"]
+    r = client.post("/sdapi/v1/txt2img", json={**BASE, "enable_hr": True, "hr_scale": 64})
+    assert r.status_code == 422 and "hires size 4096x4096" in r.json()["detail"]
+
+
+def test_hires_progress_counts_two_passes(client):
+    import threading
+    import time
+
+    box = {}
+    body = {**BASE, "steps": 150, "enable_hr": True, "hr_scale": 1.5, "denoising_strength": 1.0}
+    t = threading.Thread(target=lambda: box.setdefault("r", client.post("/sdapi/v1/txt2img", json=body)))
+    t.start()
+    seen = set()
+    deadline = time.time() + 60
+    while t.is_alive() and time.time() < deadline:
+        p = client.get("/sdapi/v1/progress").json()
+        if p["state"]["job_count"]:
+            seen.add((p["state"]["job_count"], p["state"]["job_no"]))
+        time.sleep(0.005)
+    t.join()
+    assert box["r"].status_code == 200
+    assert (2, 0) in seen and (2, 1) in seen
+
+
+def test_extra_network_tags_stay_in_infotext_but_not_in_the_encoding(client):
+    plain = client.post("/sdapi/v1/txt2img", json=BASE).json()["images"][0]
+    tagged = client.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "a photo of a cat <hypernet:none:1>"})
+    assert info_of(tagged)["infotexts"][0].startswith("a photo of a cat <hypernet:none:1>\n")
+    assert decode(tagged.json()["images"][0]).tobytes() == decode(plain).tobytes()

@@ -88,9 +88,7 @@ def test_txt2img_and_png_info(api):
 
 def test_img2img(api):
     init = Image.new("RGB", (64, 64), (255, 0, 0))
-    result = api.img2img(
-        images=[init], prompt="a cat", seed=1, width=64, height=64, steps=4, denoising_strength=0.5
-    )
+    result = api.img2img(images=[init], prompt="a cat", seed=1, width=64, height=64, steps=4, denoising_strength=0.5)
     assert result.image.size == (64, 64)
     assert "Denoising strength: 0.5" in result.info["infotexts"][0]
 

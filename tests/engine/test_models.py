@@ -134,9 +134,7 @@ def test_detect_family_reads_only_the_header(tmp_path, tiny_models, monkeypatch)
     monkeypatch.setattr(safetensors, "safe_open", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     unet = "model.diffusion_model.input_blocks.0.0.weight"
-    xl = _fake_checkpoint(
-        tmp_path / "xl.safetensors", [unet, "conditioner.embedders.1.model.ln_final.weight"]
-    )
+    xl = _fake_checkpoint(tmp_path / "xl.safetensors", [unet, "conditioner.embedders.1.model.ln_final.weight"])
     sd15 = _fake_checkpoint(
         tmp_path / "v15.safetensors",
         [unet, "cond_stage_model.transformer.text_model.final_layer_norm.weight"],

@@ -30,9 +30,7 @@ CORPUS = [
     "a castle on a hill at sunset, watercolor painting",
     "masterpiece, best quality, blurry, low quality",
 ]
-CLIP_SPLIT = (
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-)
+CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 def _tiny_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -297,9 +295,7 @@ def test_clip_skip(sd15, sdxl) -> None:
     assert not torch.allclose(one, two)
     # A1111's clip skip 2 is the penultimate layer + final norm: diffusers' clip_skip=1.
     te = sd15.text_encoder
-    ids = sd15.tokenizer(
-        "a photo of a cat", padding="max_length", max_length=77, return_tensors="pt"
-    ).input_ids
+    ids = sd15.tokenizer("a photo of a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.no_grad():
         ref = te.final_layer_norm(te(ids, output_hidden_states=True).hidden_states[-2])
     assert torch.allclose(two, ref, atol=1e-6)

@@ -70,9 +70,7 @@ def test_break() -> None:
     assert parse_prompt_attention("a, BREAK, b") == [("a,", 1.0), ("BREAK", -1), (", b", 1.0)]
     assert parse_prompt_attention("a break b") == [("a break b", 1.0)]  # upper-case only
     assert parse_prompt_attention("aBREAK b") == [("aBREAK b", 1.0)]  # whole word only
-    parsed = parse_prompt_attention(
-        "(a BREAK b)"
-    )  # stays a marker inside brackets (A1111 would make it -1.1)
+    parsed = parse_prompt_attention("(a BREAK b)")  # stays a marker inside brackets (A1111 would make it -1.1)
     assert parsed == [("a", 1.1), ("BREAK", -1), ("b", 1.1)]
     assert [is_break(f) for f in parsed] == [False, True, False]
     assert sum(is_break(f) for f in parse_prompt_attention("BREAK BREAK")) == 2

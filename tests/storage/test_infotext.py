@@ -84,8 +84,7 @@ def test_quoting_of_comma_colon_newline():
     }
     line = build_infotext("x", "", params).split("\n")[-1]
     assert line == (
-        'Lora hashes: "toy: abc123, cat: def456", Note: "say \\"hi\\"\\nbye", '
-        "Plain: no specials, Tiling: True"
+        'Lora hashes: "toy: abc123, cat: def456", Note: "say \\"hi\\"\\nbye", Plain: no specials, Tiling: True'
     )
     assert quote("日本: 語") == '"日本: 語"'  # ensure_ascii=False, as A1111
 

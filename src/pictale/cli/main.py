@@ -19,9 +19,7 @@ app.add_typer(models_cmd.app, name="models")
 console = Console(stderr=True)
 
 DataDir = Annotated[Path | None, typer.Option(help="Data dir (models, outputs, database).", envvar=None)]
-ModelOpt = Annotated[
-    str | None, typer.Option(help='Checkpoint: path, hub id, name in the models dir, or "tiny".')
-]
+ModelOpt = Annotated[str | None, typer.Option(help='Checkpoint: path, hub id, name in the models dir, or "tiny".')]
 
 
 def make_settings(**flags: Any):
@@ -36,14 +34,10 @@ def serve(
     model: ModelOpt = None,
     data_dir: DataDir = None,
     models_dir: Annotated[Path | None, typer.Option(help="Models dir (default DATA_DIR/models).")] = None,
-    listen: Annotated[
-        bool | None, typer.Option("--listen", help="Bind 0.0.0.0 instead of 127.0.0.1.")
-    ] = None,
+    listen: Annotated[bool | None, typer.Option("--listen", help="Bind 0.0.0.0 instead of 127.0.0.1.")] = None,
     host: Annotated[str | None, typer.Option(help="Bind this address (overrides --listen).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
-    api_auth: Annotated[
-        str | None, typer.Option(help="user:pass[,user2:pass2]: HTTP Basic on every route.")
-    ] = None,
+    api_auth: Annotated[str | None, typer.Option(help="user:pass[,user2:pass2]: HTTP Basic on every route.")] = None,
     cors_allow_origins: Annotated[str | None, typer.Option(help="Comma-separated CORS origins.")] = None,
     cors_allow_origins_regex: Annotated[str | None, typer.Option(help="CORS origin regex.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, mps.")] = None,
@@ -148,9 +142,7 @@ def generate(
             task = bar.add_task("image 1", total=steps)
             while not job.future.done():
                 p = job.progress
-                bar.update(
-                    task, description=f"image {p.batch_no + 1}/{n}", completed=p.step, total=p.total or steps
-                )
+                bar.update(task, description=f"image {p.batch_no + 1}/{n}", completed=p.step, total=p.total or steps)
                 futures.wait([job.future], timeout=0.1)
             result = job.future.result()
     except PictaleError as exc:

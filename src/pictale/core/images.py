@@ -78,11 +78,9 @@ def resize_image(mode: int, img: Image.Image, width: int, height: int) -> Image.
 
 
 def mask_from_image(mask: Image.Image, *, invert: bool = False) -> Image.Image:
-    """White = repaint. An RGBA mask with transparency uses its alpha channel, as A1111 does."""
-    if mask.mode in ("RGBA", "LA") and mask.getextrema()[-1][0] < 255:
-        m = mask.getchannel("A")
-    else:
-        m = mask.convert("L")
+    """White = repaint. An RGBA mask with transparency uses its alpha channel (opaque = repaint), as A1111."""
+    has_alpha = mask.mode in ("RGBA", "LA") and mask.getextrema()[-1][0] < 255
+    m = mask.getchannel("A") if has_alpha else mask.convert("L")
     m = m.point(lambda v: 255 if v >= 128 else 0)
     return ImageOps.invert(m) if invert else m
 
@@ -91,9 +89,7 @@ def blur_mask(mask: Image.Image, blur: int) -> Image.Image:
     return mask.filter(ImageFilter.GaussianBlur(blur)) if blur > 0 else mask
 
 
-def masked_region(
-    mask: Image.Image, width: int, height: int, padding: int
-) -> tuple[int, int, int, int] | None:
+def masked_region(mask: Image.Image, width: int, height: int, padding: int) -> tuple[int, int, int, int] | None:
     """The crop box for "only masked" inpainting: mask bbox + padding, grown to the target aspect ratio."""
     bbox = mask.getbbox()
     if bbox is None:

@@ -16,6 +16,34 @@ class Mode(StrEnum):
 
 
 @dataclass(frozen=True)
+class HiresSpec:
+    """A1111's hires fix: a second img2img pass at a larger size."""
+
+    scale: float = 2.0
+    upscaler: str = "Latent"
+    second_pass_steps: int = 0
+    resize_x: int = 0
+    resize_y: int = 0
+    denoising_strength: float = 0.7
+    sampler: str | None = None
+    scheduler: str | None = None
+    prompt: str = ""
+    negative_prompt: str = ""
+
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """A1111: hr_resize_x/y win over hr_scale; one of them zero keeps the aspect ratio; floored to 8."""
+        if self.resize_x == 0 and self.resize_y == 0:
+            w, h = int(width * self.scale), int(height * self.scale)
+        elif self.resize_y == 0:
+            w, h = self.resize_x, self.resize_x * height // width
+        elif self.resize_x == 0:
+            w, h = self.resize_y * width // height, self.resize_y
+        else:
+            w, h = self.resize_x, self.resize_y
+        return w // 8 * 8, h // 8 * 8
+
+
+@dataclass(frozen=True)
 class GenerationSpec:
     """One generation request, independent of dialect. Seeds are resolved by the service, not here."""
 
@@ -36,6 +64,7 @@ class GenerationSpec:
     tiling: bool = False
     model: str | None = None
     """Checkpoint title/name to use for this job; None keeps the loaded one."""
+    hires: HiresSpec | None = None
     # img2img / inpaint
     init_images: tuple[Image.Image, ...] = ()
     mask: Image.Image | None = None

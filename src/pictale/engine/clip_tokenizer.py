@@ -155,9 +155,7 @@ def tokenizer_config(vocab: dict[str, int], pad_token: str = EOS) -> dict[str, o
     }
 
 
-def write_clip_tokenizer(
-    directory: Path, merges: list[tuple[str, str]], *, pad_token: str = EOS
-) -> dict[str, int]:
+def write_clip_tokenizer(directory: Path, merges: list[tuple[str, str]], *, pad_token: str = EOS) -> dict[str, int]:
     """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json; return the vocab."""
     vocab = clip_vocab(merges)
     directory.mkdir(parents=True, exist_ok=True)

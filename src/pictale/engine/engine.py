@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,9 +19,12 @@ from PIL import Image
 from pictale.core.errors import JobCancelled, ModelLoadError
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
 from pictale.engine import models, samplers
+from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.text_encoding import encode_prompts
 
 log = logging.getLogger(__name__)
+
+EMBED_CACHE_SIZE = 64
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Engine:
         self._variants: dict[Mode, object] = {}
         self._base_scheduler_config: dict = {}
         self._tiling = False
+        self._embeds: OrderedDict[tuple, dict] = OrderedDict()
 
     # -- model lifecycle -------------------------------------------------------------------------
 
@@ -96,6 +101,7 @@ class Engine:
 
     def unload(self) -> None:
         self._variants.clear()
+        self._embeds.clear()
         self._pipe = None
         self.entry = None
         gc.collect()
@@ -170,31 +176,91 @@ class Engine:
         self, pipe, spec, prompts, negatives, seeds, subseeds, control, batch_no, init_images, masks
     ) -> tuple[list[Image.Image], bool]:
         gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        kwargs: dict = encode_prompts(self._pipe, prompts, negatives, clip_skip=spec.clip_skip)
-        kwargs.update(
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.cfg_scale,
-            generator=gens,
-            output_type="pil",
-        )
+        embeds = self._encode(prompts, negatives, spec.clip_skip)
+        kwargs: dict = dict(embeds)
+        kwargs.update(num_inference_steps=spec.steps, guidance_scale=spec.cfg_scale, generator=gens)
+        hires = spec.hires if spec.mode is Mode.TXT2IMG else None
+        passes = 2 if hires else 1
         if spec.mode is Mode.TXT2IMG:
             kwargs.update(width=spec.width, height=spec.height)
             total = spec.steps
+            if spec.subseed_strength > 0:
+                kwargs["latents"] = self._variation_latents(pipe, spec, seeds, subseeds)
         else:
             strength = spec.denoising_strength
             if strength <= 0:
                 return list(init_images), False  # nothing to denoise: the prepared init images as they are
-            # diffusers runs int(steps * strength) steps, as A1111 does; at least one must run.
-            steps = max(spec.steps, math.ceil(1 / strength))
+            steps, total = _img2img_steps(spec.steps, strength)
             kwargs.update(image=init_images, strength=strength, num_inference_steps=steps)
-            kwargs.update(width=spec.width, height=spec.height)
             if spec.mode is Mode.INPAINT:
-                kwargs["mask_image"] = masks
-            total = max(1, min(steps, int(steps * strength)))
-        if spec.mode is Mode.TXT2IMG and spec.subseed_strength > 0:
-            kwargs["latents"] = self._variation_latents(pipe, spec, seeds, subseeds)
+                kwargs.update(mask_image=masks, width=spec.width, height=spec.height)
         stopped = {"early": False}
+        job_count = spec.n_iter * passes
+        kwargs["callback_on_step_end"] = self._callback(control, total, batch_no * passes, job_count, stopped)
+        kwargs["output_type"] = "latent" if hires else "pil"
+        with torch.inference_mode():
+            out = pipe(**kwargs)
+        if not hires:
+            return list(out.images), stopped["early"]
+        if stopped["early"]:
+            # A1111 skips the hires pass of an interrupted or skipped batch and returns the first pass.
+            return decode_latents(pipe, out.images), True
+        return self._hires_pass(spec, hires, out.images, embeds, prompts, negatives, seeds, control, batch_no)
 
+    def _hires_pass(self, spec, hires, latents, embeds, prompts, negatives, seeds, control, batch_no):
+        """Second pass of the hires fix: upscale (in latent or pixel space), then img2img at the target size."""
+        width, height = hires.target_size(spec.width, spec.height)
+        i2i = self._pipeline(Mode.IMG2IMG)
+        i2i.scheduler = samplers.make_scheduler(
+            self._base_scheduler_config,
+            hires.sampler or spec.sampler,
+            hires.scheduler or spec.scheduler,
+            seed=seeds[0],
+        )
+        if hires.upscaler in LATENT_MODES:
+            image = upscale_latents(latents, width, height, hires.upscaler, self._pipe.vae_scale_factor)
+        else:
+            image = resize_images(decode_latents(self._pipe, latents), width, height, hires.upscaler)
+        if hires.prompt or hires.negative_prompt:
+            embeds = self._encode(
+                [hires.prompt or p for p in prompts],
+                [hires.negative_prompt or n for n in negatives],
+                spec.clip_skip,
+            )
+        strength = hires.denoising_strength
+        if strength <= 0:
+            images = image if isinstance(image, list) else decode_latents(self._pipe, image)
+            return images, False
+        steps, total = _img2img_steps(hires.second_pass_steps or spec.steps, strength)
+        stopped = {"early": False}
+        with torch.inference_mode():
+            out = i2i(
+                **embeds,
+                image=image,
+                strength=strength,
+                num_inference_steps=steps,
+                guidance_scale=spec.cfg_scale,
+                generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
+                callback_on_step_end=self._callback(control, total, batch_no * 2 + 1, spec.n_iter * 2, stopped),
+                output_type="pil",
+            )
+        return list(out.images), stopped["early"]
+
+    def _encode(self, prompts: list[str], negatives: list[str], clip_skip: int) -> dict:
+        """Prompt embeddings, cached across jobs: chats and books repeat their prompts and negatives."""
+        key = (tuple(prompts), tuple(negatives), clip_skip)
+        hit = self._embeds.get(key)
+        if hit is not None:
+            self._embeds.move_to_end(key)
+            return hit
+        embeds = encode_prompts(self._pipe, prompts, negatives, clip_skip=clip_skip)
+        self._embeds[key] = embeds
+        if len(self._embeds) > EMBED_CACHE_SIZE:
+            self._embeds.popitem(last=False)
+        return embeds
+
+    @staticmethod
+    def _callback(control: RunControl, total: int, job_no: int, job_count: int, stopped: dict):
         def on_step_end(p, i, t, cb_kwargs):
             if control.cancelled():
                 raise JobCancelled("cancelled")
@@ -202,13 +268,10 @@ class Engine:
                 stopped["early"] = True
                 p._interrupt = True
             if control.on_step is not None:
-                control.on_step(min(i + 1, total), total, batch_no, spec.n_iter)
+                control.on_step(min(i + 1, total), total, job_no, job_count)
             return {}
 
-        kwargs["callback_on_step_end"] = on_step_end
-        with torch.inference_mode():
-            out = pipe(**kwargs)
-        return list(out.images), stopped["early"]
+        return on_step_end
 
     def _variation_latents(self, pipe, spec, seeds, subseeds) -> torch.Tensor:
         """A1111's variation seed: spherical interpolation between the seed's and the subseed's noise."""
@@ -254,6 +317,12 @@ class Engine:
         }
 
 
+def _img2img_steps(steps: int, strength: float) -> tuple[int, int]:
+    """(num_inference_steps, steps that run): diffusers and A1111 run int(steps * strength) steps; at least 1."""
+    steps = max(steps, math.ceil(1 / strength))
+    return steps, max(1, min(steps, int(steps * strength)))
+
+
 def _slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     low_norm = low / torch.norm(low, dim=1, keepdim=True)
     high_norm = high / torch.norm(high, dim=1, keepdim=True)
@@ -262,6 +331,4 @@ def _slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         return low * (1 - val) + high * val
     omega = torch.acos(dot)
     so = torch.sin(omega)
-    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(
-        1
-    ) * high
+    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high

@@ -129,9 +129,7 @@ def _entry(path: Path, rel: str, cache: HashCache) -> ModelEntry:
         if weights is None:
             pickles = sorted(p.name for p in (path / "unet").glob("*") if p.suffix in PICKLE_SUFFIXES)
             if pickles:
-                raise UnsafeModelFile(
-                    f"{rel}: UNet weights only as pickle ({', '.join(pickles)}); {_SAFE_ONLY}"
-                )
+                raise UnsafeModelFile(f"{rel}: UNet weights only as pickle ({', '.join(pickles)}); {_SAFE_ONLY}")
             raise ModelLoadError(f"{rel}: diffusers folder without UNet .safetensors weights")
         sha, source, model_name = cache.sha256(weights), "folder", rel.replace("/", "_")
     else:
@@ -289,13 +287,9 @@ def _load_hub(hub_id: str, dtype: Any) -> Any:
         index = DiffusionPipeline.load_config(hub_id)
     except Exception as exc:
         offline = (
-            " (HF_HUB_OFFLINE is set and it is not in the local cache)"
-            if os.environ.get("HF_HUB_OFFLINE")
-            else ""
+            " (HF_HUB_OFFLINE is set and it is not in the local cache)" if os.environ.get("HF_HUB_OFFLINE") else ""
         )
-        raise ModelNotFound(
-            f"hub model {hub_id!r} is not available{offline}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ModelNotFound(f"hub model {hub_id!r} is not available{offline}: {type(exc).__name__}: {exc}") from exc
     family = _family_from_class(str(index.get("_class_name", "")), None, hub_id)
     return _pipeline_class(family).from_pretrained(
         hub_id, use_safetensors=True, dtype=dtype, **_no_safety_checker(family)
@@ -320,14 +314,10 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
             family = entry.family or detect_family(path)
             cls, extra = _pipeline_class(family), _no_safety_checker(family)
             if path.is_dir():
-                pipe = cls.from_pretrained(
-                    path, use_safetensors=True, local_files_only=True, dtype=dtype, **extra
-                )
+                pipe = cls.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=dtype, **extra)
             else:
                 config = single_file_config_dir(path, family)
-                pipe = cls.from_single_file(
-                    str(path), config=str(config), local_files_only=True, dtype=dtype, **extra
-                )
+                pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=dtype, **extra)
         for attr in ("tokenizer", "tokenizer_2"):
             tokenizer = getattr(pipe, attr, None)
             if tokenizer is not None and len(tokenizer) <= 2:

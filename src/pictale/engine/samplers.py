@@ -43,9 +43,7 @@ def _schedule_overrides(schedule: Schedule) -> dict[str, Any]:
     return overrides
 
 
-def make_scheduler(
-    base_config: dict[str, Any], sampler: str, schedule: str | None, *, seed: int | None = None
-) -> Any:
+def make_scheduler(base_config: dict[str, Any], sampler: str, schedule: str | None, *, seed: int | None = None) -> Any:
     """A NEW diffusers scheduler for (sampler, schedule) from the model's scheduler config; never mutates it.
 
     "automatic" means the sampler's A1111 default schedule (DPM++ 2M -> Karras) or else the model's own

@@ -53,9 +53,7 @@ def _unet_key(key: str, per_level: int, up_has_attn: list[bool]) -> str:
         level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
         n = 1 + level * per_level + j
         return (
-            f"input_blocks.{n}.0.{_swap_prefix(rest, _RESNET)}"
-            if kind == "resnets"
-            else f"input_blocks.{n}.1.{rest}"
+            f"input_blocks.{n}.0.{_swap_prefix(rest, _RESNET)}" if kind == "resnets" else f"input_blocks.{n}.1.{rest}"
         )
     if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
         return f"input_blocks.{(int(m[1]) + 1) * per_level}.0.op.{m[2]}"
@@ -67,9 +65,7 @@ def _unet_key(key: str, per_level: int, up_has_attn: list[bool]) -> str:
         level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
         n = level * per_level + j
         return (
-            f"output_blocks.{n}.0.{_swap_prefix(rest, _RESNET)}"
-            if kind == "resnets"
-            else f"output_blocks.{n}.1.{rest}"
+            f"output_blocks.{n}.0.{_swap_prefix(rest, _RESNET)}" if kind == "resnets" else f"output_blocks.{n}.1.{rest}"
         )
     if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
         level = int(m[1])

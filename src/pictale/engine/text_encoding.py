@@ -62,9 +62,7 @@ def encode_prompts(
     cond = [encode(p) for p in prompts]
     # A1111 and diffusers both zero an all-empty SDXL negative prompt (force_zeros_for_empty_prompt).
     zero_uncond = (
-        is_xl
-        and all(n == "" for n in negative_prompts)
-        and getattr(pipe.config, "force_zeros_for_empty_prompt", True)
+        is_xl and all(n == "" for n in negative_prompts) and getattr(pipe.config, "force_zeros_for_empty_prompt", True)
     )
     if zero_uncond:
         uncond = [_Encoded(torch.zeros_like(c.embeds), _zeros_like(c.pooled)) for c in cond]
@@ -95,9 +93,7 @@ def prompt_chunks(tokenizer, text: str, *, chunk_size: int = 75) -> list[tuple[l
     fragments = parse_prompt_attention(text)
     plain = [f[0] for f in fragments if not is_break(f)]
     token_lists = iter(
-        tokenizer(plain, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        if plain
-        else []
+        tokenizer(plain, add_special_tokens=False, truncation=False, verbose=False)["input_ids"] if plain else []
     )
     comma = tokenizer.get_vocab().get(",</w>")
 
@@ -119,9 +115,7 @@ def prompt_chunks(tokenizer, text: str, *, chunk_size: int = 75) -> list[tuple[l
         for token in next(token_lists):
             if comma is not None and token == comma:
                 last_comma = len(tokens)
-            elif (
-                len(tokens) == chunk_size and last_comma != -1 and chunk_size - last_comma <= COMMA_BACKTRACK
-            ):
+            elif len(tokens) == chunk_size and last_comma != -1 and chunk_size - last_comma <= COMMA_BACKTRACK:
                 # The words after the last comma move to the next chunk rather than being cut in half.
                 cut = last_comma + 1
                 moved = tokens[cut:], weights[cut:]

@@ -56,9 +56,7 @@ def _tiny_vocab() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
 def tiny_tokenizer(pad_token: str = EOS) -> CLIPTokenizer:
     """A CLIP tokenizer with a small trained BPE vocabulary (720 tokens; SDXL's second one pads with "!")."""
     vocab, merges = _tiny_vocab()
-    tokenizer = CLIPTokenizer(
-        vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77
-    )
+    tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77)
     assert len(tokenizer) > 2, "tiny tokenizer came out empty"
     return tokenizer
 
@@ -71,9 +69,7 @@ def _seeded(seed: int, make: Any) -> Any:
     return module.eval()
 
 
-def _text_encoder(
-    tokenizer: CLIPTokenizer, seed: int, *, hidden: int, act: str, with_projection: bool
-) -> Any:
+def _text_encoder(tokenizer: CLIPTokenizer, seed: int, *, hidden: int, act: str, with_projection: bool) -> Any:
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -204,9 +200,7 @@ def write_config_dir(folder: Path, config_dir: Path) -> Path:
     """Copy a diffusers folder without its weights: model_index.json, */config.json and tokenizer files."""
     if config_dir.exists():
         shutil.rmtree(config_dir)
-    shutil.copytree(
-        folder, config_dir, ignore=lambda _d, names: [n for n in names if n.endswith(_WEIGHT_SUFFIXES)]
-    )
+    shutil.copytree(folder, config_dir, ignore=lambda _d, names: [n for n in names if n.endswith(_WEIGHT_SUFFIXES)])
     return config_dir
 
 

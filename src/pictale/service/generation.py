@@ -20,8 +20,9 @@ from pictale.core.images import (
 )
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
 from pictale.jobs.queue import Job, JobQueue
+from pictale.prompt import extra_networks
 from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog
-from pictale.service.results import GenerationResult, infotext_params, make_infotext
+from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
 from pictale.service.styles import StyleStore
 from pictale.storage.infotext import encode_image
 
@@ -116,9 +117,7 @@ class GenerationService:
         if "CLIP_stop_at_last_layers" in values:
             clip_skip = values["CLIP_stop_at_last_layers"]
             if not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12:
-                raise InvalidRequest(
-                    "CLIP_stop_at_last_layers must be an integer from 1 to 12", param="options"
-                )
+                raise InvalidRequest("CLIP_stop_at_last_layers must be an integer from 1 to 12", param="options")
         if "samples_format" in values and str(values["samples_format"]).lower() not in (
             "png",
             "jpg",
@@ -160,10 +159,19 @@ class GenerationService:
             raise InvalidRequest("batch_size and n_iter must be at least 1", param="batch_size")
         if spec.total_images > s.max_batch_images:
             raise InvalidRequest(
-                f"batch_size x n_iter = {spec.total_images} images is above the limit of "
-                f"{s.max_batch_images}",
+                f"batch_size x n_iter = {spec.total_images} images is above the limit of {s.max_batch_images}",
                 param="batch_size",
             )
+        if spec.hires is not None:
+            hw, hh = spec.hires.target_size(width, height)
+            if hw > s.max_width or hh > s.max_height or hw < 8 or hh < 8:
+                raise InvalidRequest(
+                    f"hires size {hw}x{hh} is outside 8x8..{s.max_width}x{s.max_height}", param="hr_scale"
+                )
+            if not 1 <= (spec.hires.second_pass_steps or spec.steps) <= s.max_steps:
+                raise InvalidRequest(
+                    f"hr_second_pass_steps must be from 0 to {s.max_steps}", param="hr_second_pass_steps"
+                )
         if not 0.0 <= spec.denoising_strength <= 1.0:
             raise InvalidRequest("denoising_strength must be between 0 and 1", param="denoising_strength")
         if not 1 <= spec.clip_skip <= 12:
@@ -178,9 +186,7 @@ class GenerationService:
     def resolve_seeds(self, spec: GenerationSpec) -> tuple[list[int], list[int]]:
         """A1111: -1 is random; image i uses seed+i (the subseed moves instead when a variation is asked)."""
         seed = spec.seed if spec.seed is not None and spec.seed >= 0 else random.randrange(MAX_SEED)
-        subseed = (
-            spec.subseed if spec.subseed is not None and spec.subseed >= 0 else random.randrange(MAX_SEED)
-        )
+        subseed = spec.subseed if spec.subseed is not None and spec.subseed >= 0 else random.randrange(MAX_SEED)
         n = spec.total_images
         seeds = [seed + (i if spec.subseed_strength == 0 else 0) for i in range(n)]
         subseeds = [subseed + i for i in range(n)]
@@ -208,21 +214,26 @@ class GenerationService:
             skipped=lambda: job.skipped,
             clear_skip=job.clear_skip,
         )
-        out = self.engine.generate(spec, prompts, negatives, seeds, subseeds, control, init_images, masks)
+        # Extra-network tags stay in the infotext (as in A1111) but never reach the text encoder.
+        encoded_prompts = [extra_networks.extract(p)[0] for p in prompts]
+        encoded_negatives = [extra_networks.extract(n)[0] for n in negatives]
+        out = self.engine.generate(
+            spec, encoded_prompts, encoded_negatives, seeds, subseeds, control, init_images, masks
+        )
         images = out.images
         if overlay is not None:
             images = [overlay_result(overlay[0], img, overlay[1], overlay[2]) for img in images]
         model = self.engine.entry
         extra = dict(spec.extra.get("infotext_extra") or {})
+        if spec.hires is not None:
+            extra.update(hires_params(spec))
         if spec.mode is Mode.INPAINT:
             extra.update(
                 {
                     "Mask blur": spec.mask_blur,
                     "Inpaint area": "Only masked" if spec.inpaint_full_res else None,
                     "Masked area padding": spec.inpaint_full_res_padding if spec.inpaint_full_res else None,
-                    "Masked content": ["fill", "original", "latent noise", "latent nothing"][
-                        spec.inpainting_fill
-                    ],
+                    "Masked content": ["fill", "original", "latent noise", "latent nothing"][spec.inpainting_fill],
                 }
             )
         fmt = str(self.options.get("samples_format") or "png").lower()
@@ -266,9 +277,7 @@ class GenerationService:
             )
         mask = mask_from_image(spec.mask, invert=spec.inpainting_mask_invert)
         first = resize_image(spec.resize_mode, sources[0], spec.width, spec.height)
-        mask = resize_image(spec.resize_mode, mask, spec.width, spec.height).point(
-            lambda v: 255 if v >= 128 else 0
-        )
+        mask = resize_image(spec.resize_mode, mask, spec.width, spec.height).point(lambda v: 255 if v >= 128 else 0)
         soft = blur_mask(mask, spec.mask_blur)
         crop = masked_region(mask, spec.width, spec.height, spec.inpaint_full_res_padding)
         images, masks = [], []

@@ -59,7 +59,7 @@ class GenerationResult:
             "sd_vae_hash": None,
             "seed_resize_from_w": -1,
             "seed_resize_from_h": -1,
-            "denoising_strength": spec.denoising_strength if spec.mode is not Mode.TXT2IMG else None,
+            "denoising_strength": spec.denoising_strength if _denoises(spec) else None,
             "extra_generation_params": _jsonable(self.extra_params),
             "index_of_first_image": 0,
             "infotexts": self.infotexts,
@@ -89,7 +89,7 @@ def infotext_params(
         "Model": model.model_name if model else None,
         "Variation seed": subseed if spec.subseed_strength > 0 else None,
         "Variation seed strength": spec.subseed_strength if spec.subseed_strength > 0 else None,
-        "Denoising strength": spec.denoising_strength if spec.mode is not Mode.TXT2IMG else None,
+        "Denoising strength": spec.denoising_strength if _denoises(spec) else None,
         "Clip skip": spec.clip_skip if spec.clip_skip > 1 else None,
         "RNG": "CPU",
         "Tiling": True if spec.tiling else None,
@@ -118,3 +118,25 @@ def _schedule_type(spec: GenerationSpec) -> str | None:
     """A1111 writes the schedule that ran: the sampler's default for Automatic, nothing when it has none."""
     schedule = spec.scheduler if spec.scheduler != AUTOMATIC else default_schedule(spec.sampler)
     return schedule_label(schedule) if schedule != AUTOMATIC else None
+
+
+def _denoises(spec: GenerationSpec) -> bool:
+    return spec.mode is not Mode.TXT2IMG or spec.hires is not None
+
+
+def hires_params(spec: GenerationSpec) -> dict[str, Any]:
+    """A1111's hires-fix infotext keys."""
+    h = spec.hires
+    assert h is not None
+    resized = h.resize_x or h.resize_y
+    w, ht = h.target_size(spec.width, spec.height)
+    return {
+        "Hires upscale": None if resized else h.scale,
+        "Hires resize": f"{w}x{ht}" if resized else None,
+        "Hires steps": h.second_pass_steps or None,
+        "Hires upscaler": h.upscaler,
+        "Hires sampler": h.sampler if h.sampler and h.sampler != spec.sampler else None,
+        "Hires schedule type": schedule_label(h.scheduler) if h.scheduler and h.scheduler != spec.scheduler else None,
+        "Hires prompt": h.prompt or None,
+        "Hires negative prompt": h.negative_prompt or None,
+    }

@@ -10,20 +10,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from safetensors import safe_open
 
+from pictale.api.a1111.schemas import LATENT_UPSCALE_MODES, PIXEL_UPSCALERS
 from pictale.api.auth import require_auth
 from pictale.api.deps import service
 from pictale.core.samplers import SAMPLERS_API, SCHEDULERS_API
 
 router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(require_auth)])
-
-LATENT_UPSCALE_MODES = [
-    "Latent",
-    "Latent (antialiased)",
-    "Latent (bicubic)",
-    "Latent (bicubic antialiased)",
-    "Latent (nearest)",
-    "Latent (nearest-exact)",
-]
 
 
 @router.get("/sd-models")
@@ -62,7 +54,7 @@ async def upscalers() -> list[dict[str, Any]]:
     def item(name: str) -> dict[str, Any]:
         return {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
 
-    return [item("None"), item("Lanczos"), item("Nearest")]
+    return [item(name) for name in PIXEL_UPSCALERS]
 
 
 @router.get("/latent-upscale-modes")

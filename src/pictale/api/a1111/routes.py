@@ -26,9 +26,7 @@ def _response(result: GenerationResult, parameters: dict[str, Any], send_images:
 
 
 @router.post("/txt2img")
-async def txt2img(
-    request: Request, body: Txt2ImgRequest = Body(default_factory=Txt2ImgRequest)
-) -> dict[str, Any]:
+async def txt2img(request: Request, body: Txt2ImgRequest = Body(default_factory=Txt2ImgRequest)) -> dict[str, Any]:
     svc = service(request)
     spec = body.to_spec(svc.options)
     job = svc.submit(spec)
@@ -38,9 +36,7 @@ async def txt2img(
 
 
 @router.post("/img2img")
-async def img2img(
-    request: Request, body: Img2ImgRequest = Body(default_factory=Img2ImgRequest)
-) -> dict[str, Any]:
+async def img2img(request: Request, body: Img2ImgRequest = Body(default_factory=Img2ImgRequest)) -> dict[str, Any]:
     svc = service(request)
     spec = body.to_spec(svc.options, max_pixels=svc.settings.max_image_pixels)
     job = svc.submit(spec)

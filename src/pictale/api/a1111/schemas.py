@@ -9,7 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from pictale.core.errors import InitImageMissing, InvalidRequest, ScriptNotFound
 from pictale.core.images import decode_image
 from pictale.core.samplers import resolve_sampler
-from pictale.core.types import GenerationSpec
+from pictale.core.types import GenerationSpec, HiresSpec
+
+LATENT_UPSCALE_MODES = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+PIXEL_UPSCALERS = ("None", "Lanczos", "Nearest")
+HIRES_UPSCALERS = frozenset(LATENT_UPSCALE_MODES + PIXEL_UPSCALERS)
 
 # The alwayson scripts pictale accepts; A1111 answers 422 for a title it does not know.
 KNOWN_ALWAYSON_SCRIPTS: frozenset[str] = frozenset()
@@ -215,12 +226,34 @@ class Txt2ImgRequest(GenerationRequest):
 
     def to_spec(self, options: dict[str, Any]) -> GenerationSpec:
         self.check_scripts()
+        fields = self.common_spec(options)
         if self.enable_hr:
+            fields["hires"] = self.hires_spec(fields["denoising_strength"])
+        return GenerationSpec(**fields)
+
+    def hires_spec(self, denoising: float) -> HiresSpec:
+        upscaler = self.hr_upscaler or "Latent"
+        if upscaler not in HIRES_UPSCALERS:
             raise InvalidRequest(
-                "enable_hr (hires fix) is not supported by pictale yet; send enable_hr=false",
-                param="enable_hr",
+                f"hr_upscaler {upscaler!r} is not available; use one of {sorted(HIRES_UPSCALERS)}", param="hr_upscaler"
             )
-        return GenerationSpec(**self.common_spec(options))
+        sampler, schedule = None, None
+        if self.hr_sampler_name or self.hr_scheduler:
+            sampler, schedule = resolve_sampler(
+                self.hr_sampler_name or self.sampler_name or self.sampler_index, self.hr_scheduler or self.scheduler
+            )
+        return HiresSpec(
+            scale=self.hr_scale if self.hr_scale is not None else 2.0,
+            upscaler=upscaler,
+            second_pass_steps=self.hr_second_pass_steps or 0,
+            resize_x=self.hr_resize_x or 0,
+            resize_y=self.hr_resize_y or 0,
+            denoising_strength=denoising,
+            sampler=sampler,
+            scheduler=schedule,
+            prompt=self.hr_prompt or "",
+            negative_prompt=self.hr_negative_prompt or "",
+        )
 
 
 class Img2ImgRequest(GenerationRequest):
@@ -258,11 +291,7 @@ class Img2ImgRequest(GenerationRequest):
             for i, img in enumerate(self.init_images)
         )
         mask = decode_image(self.mask, field="mask", max_pixels=max_pixels) if self.mask else None
-        blur = (
-            self.mask_blur
-            if self.mask_blur is not None
-            else max(self.mask_blur_x or 4, self.mask_blur_y or 4)
-        )
+        blur = self.mask_blur if self.mask_blur is not None else max(self.mask_blur_x or 4, self.mask_blur_y or 4)
         return GenerationSpec(
             **self.common_spec(options),
             init_images=images,

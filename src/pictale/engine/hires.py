@@ -1,0 +1,48 @@
+"""A1111's hires fix pieces: latent upscaling modes and decoding first-pass latents."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+# A1111's latent upscale modes -> (torch interpolate mode, antialias)
+LATENT_MODES: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+
+
+def upscale_latents(latents: torch.Tensor, width: int, height: int, mode: str, factor: int) -> torch.Tensor:
+    interp, antialias = LATENT_MODES[mode]
+    size = (height // factor, width // factor)
+    if interp in ("nearest", "nearest-exact"):
+        return F.interpolate(latents, size=size, mode=interp)
+    return F.interpolate(latents, size=size, mode=interp, antialias=antialias)
+
+
+def decode_latents(pipe, latents: torch.Tensor) -> list[Image.Image]:
+    """Decode model-space latents exactly as the pipeline's own `output_type="pil"` path does."""
+    vae = pipe.vae
+    latents = latents.to(vae.dtype)
+    mean = getattr(vae.config, "latents_mean", None)
+    std = getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:
+        mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+        std_t = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        latents = latents * std_t / vae.config.scaling_factor + mean_t
+    else:
+        latents = latents / vae.config.scaling_factor
+    with torch.inference_mode():
+        image = vae.decode(latents, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image, output_type="pil")
+
+
+def resize_images(images: list[Image.Image], width: int, height: int, upscaler: str) -> list[Image.Image]:
+    """Pixel-space upscalers pictale has: Lanczos (also for "None", as A1111 resizes then) and Nearest."""
+    method = Image.Resampling.NEAREST if upscaler == "Nearest" else Image.Resampling.LANCZOS
+    return [img.resize((width, height), method) for img in images]

@@ -1,0 +1,56 @@
+"""The `pictale` command, run in-process with typer's runner."""
+
+from __future__ import annotations
+
+import shutil
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from pictale.cli.main import app
+
+runner = CliRunner()
+
+
+def test_generate_writes_pngs_with_infotext(tmp_path, tiny_models):
+    out = tmp_path / "out"
+    args = ["generate", "a photo of a cat", "--steps", "3", "--seed", "9", "--size", "64x64", "-n", "2"]
+    args += ["--sampler", "DPM++ 2M Karras", "--negative", "blurry", "--model", str(tiny_models["sd15"])]
+    r = runner.invoke(app, [*args, "-o", str(out), "--data-dir", str(tmp_path / "data")])
+    assert r.exit_code == 0, r.output
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == ["00000-9.png", "00001-10.png"]
+    img = Image.open(files[1])
+    assert img.size == (64, 64)
+    text = img.info["parameters"]
+    assert text.startswith(
+        "a photo of a cat\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M, Schedule type: Karras"
+    )
+    assert "Seed: 10" in text
+
+
+def test_generate_bad_size_and_bad_model(tmp_path, tiny_models):
+    r = runner.invoke(app, ["generate", "x", "--size", "big", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "--size must look like 512x768" in r.output
+    r = runner.invoke(app, ["generate", "x", "--model", str(tmp_path / "m.ckpt"), "--data-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "m.ckpt" in r.output
+
+
+def test_make_tiny_and_models_list(tmp_path):
+    r = runner.invoke(app, ["models", "make-tiny", str(tmp_path / "tiny")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "tiny" / "tiny-sd15" / "model_index.json").exists()
+    assert (tmp_path / "tiny" / "tiny-sd15.safetensors").exists()
+    ckpts = tmp_path / "data" / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    shutil.copytree(tmp_path / "tiny" / "tiny-sdxl", ckpts / "tiny-sdxl")
+    r = runner.invoke(app, ["models", "list", "--data-dir", str(tmp_path / "data")], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "tiny-sdxl [" in r.output and "sdxl" in r.output
+
+
+def test_pull_offline_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = runner.invoke(app, ["models", "pull", "org/some-model", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 2
+    assert "could not download org/some-model" in r.output
