@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     max_batch_images: int = 16
     max_image_pixels: int = 4096 * 4096
     queue_size: int = 16
+    max_lora_mb: int = 175
+    """Largest LoRA/embedding upload accepted, in MB."""
+    max_upload_images: int = 16
+    ip_adapter_dir: Path | None = None
+    """IP-Adapter weights in the h94/IP-Adapter layout (default MODELS_DIR/IP-Adapter)."""
+    controlnet_dir: Path | None = None
+    """ControlNet folders per family: openpose-sd15/, openpose-sdxl/ (default MODELS_DIR/ControlNet)."""
+    openpose_dir: Path | None = None
+    """OpenPose detector weights that turn a photo into a skeleton (default MODELS_DIR/Annotators)."""
     save_images: bool = False
     offline: bool = False
 
@@ -64,6 +73,26 @@ class Settings(BaseSettings):
     @property
     def loras_path(self) -> Path:
         return self.models_path / "Lora"
+
+    @property
+    def ip_adapter_path(self) -> Path:
+        return self.ip_adapter_dir or self.models_path / "IP-Adapter"
+
+    @property
+    def controlnet_path(self) -> Path:
+        return self.controlnet_dir or self.models_path / "ControlNet"
+
+    @property
+    def openpose_path(self) -> Path:
+        return self.openpose_dir or self.models_path / "Annotators"
+
+    @property
+    def blobs_path(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'pictale.db'}"
 
     @property
     def outputs_path(self) -> Path:

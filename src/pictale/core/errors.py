@@ -80,3 +80,48 @@ class NotAuthenticated(PictaleError):
 
 class ScriptNotFound(InvalidRequest):
     code = "script_not_found"
+
+
+class UnknownAvatarError(InvalidRequest):
+    """A prompt token names an avatar the caller does not have (message quotes the token, suggests names)."""
+
+    code = "unknown_avatar"
+
+
+class AvatarNotFound(PictaleError):
+    """REST: no such avatar for this key (other keys' avatars do not exist for it)."""
+
+    status = 404
+    code = "avatar_not_found"
+
+
+class AvatarExists(PictaleError):
+    status = 409
+    code = "avatar_exists"
+
+
+class InvalidUpload(InvalidRequest):
+    """An uploaded file failed validation; the message names the file and the reason. Nothing was stored."""
+
+    code = "invalid_upload"
+
+
+class UploadTooLarge(PictaleError):
+    status = 413
+    code = "upload_too_large"
+
+
+class Forbidden(PictaleError):
+    status = 403
+    code = "forbidden"
+
+
+class KeyNotFound(PictaleError):
+    status = 404
+    code = "key_not_found"
+
+
+class UnsupportedFeature(InvalidRequest):
+    """A feature the loaded model family cannot do (e.g. an IP-Adapter on a family without one)."""
+
+    code = "unsupported"

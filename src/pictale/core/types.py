@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -13,6 +14,34 @@ class Mode(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+
+
+class AvatarKind(StrEnum):
+    FACE = "face"
+    STYLE = "style"
+    POSE = "pose"
+    LORA = "lora"
+    EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True)
+class AvatarRef:
+    """An avatar resolved for one job: what the engine needs to apply it, nothing about who owns it."""
+
+    kind: AvatarKind
+    name: str
+    weight: float
+    files: tuple[Path, ...]
+    """Blob paths: images for face/style/pose, one .safetensors for lora/embedding."""
+    digest: str
+    """Content hash of the avatar's files: the engine's cache key (adapter names, image embeddings)."""
+    token: str | None = None
+    """Embeddings: the token the prompt uses for it (internal, unique per avatar)."""
+    family: str | None = None
+    """lora/embedding: the base family it fits ("sd15", "sdxl")."""
+    trigger_words: tuple[str, ...] = ()
+    source: str = "avatar"
+    """"avatar" (<be-...>), or "lora-file" for an A1111 <lora:...> file from the models dir."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,8 @@ class GenerationSpec:
     model: str | None = None
     """Checkpoint title/name to use for this job; None keeps the loaded one."""
     hires: HiresSpec | None = None
+    avatars: tuple[AvatarRef, ...] = ()
+    """Avatars resolved from the prompt's tokens, in token order (weight 0 ones included, for the infotext)."""
     # img2img / inpaint
     init_images: tuple[Image.Image, ...] = ()
     mask: Image.Image | None = None
