@@ -18,3 +18,9 @@ def test_named_args_and_spaces():
     text, found = extract("a cat <lora: style_b : 0.5 : te=1>")
     assert text == "a cat"
     assert found[0].name == "style_b" and found[0].args == ("0.5", "te=1")
+
+
+def test_unclosed_tag_does_not_swallow_the_next():
+    text, found = extract("a <lora:broken <lora:toy:0.5> b")
+    assert text == "a <lora:broken b"
+    assert [n.name for n in found] == ["toy"]

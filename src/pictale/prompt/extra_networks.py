@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# A1111's pattern: a word, a colon, then anything up to the closing bracket.
-TAG = re.compile(r"<(\w+):([^>]+)>")
+# A1111's pattern: a word, a colon, then anything up to the closing bracket. Unlike A1111 a tag cannot
+# contain '<', so an unclosed tag does not swallow the next one.
+TAG = re.compile(r"<(\w+):([^<>]+)>")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pictale.core.config import Settings
@@ -20,7 +20,8 @@ from pictale.core.images import (
 )
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
 from pictale.jobs.queue import Job, JobQueue
-from pictale.prompt import extra_networks
+from pictale.prompt.compile import compile_negative, compile_prompt
+from pictale.service.avatars import OwnerResolver, avatar_infotext
 from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog
 from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
 from pictale.service.styles import StyleStore
@@ -29,6 +30,17 @@ from pictale.storage.infotext import encode_image
 log = logging.getLogger(__name__)
 
 MAX_SEED = 4294967294
+LOCAL_OWNER = "local"
+
+
+@dataclass(frozen=True)
+class PromptTexts:
+    """Per image: what the text encoder sees, and what the infotext shows (tokens kept, as A1111 does)."""
+
+    prompts: list[str]
+    negatives: list[str]
+    shown_prompts: list[str]
+    shown_negatives: list[str]
 
 
 class GenerationService:
@@ -42,6 +54,8 @@ class GenerationService:
         self._engine = engine
         self.options: dict[str, Any] = dict(A1111_OPTION_DEFAULTS)
         self.last_job: Job | None = None
+        self.avatars: Any | None = None
+        """The avatar registry (set by the app); None: no avatars, `<be-...>` tokens are refused."""
         self.startup_notes: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -131,9 +145,10 @@ class GenerationService:
 
     # -- generation ------------------------------------------------------------------------------
     def submit(self, spec: GenerationSpec, *, owner: str | None = None) -> Job:
-        """Validate and queue a generation; the returned job's future yields a GenerationResult."""
-        spec = self.normalize(spec)
-        job = Job(work=lambda job: self._generate(spec, job), owner=owner)
+        """Validate, resolve avatar tokens for `owner`, and queue; the job's future yields a GenerationResult."""
+        spec = self.normalize(self.styles.apply(spec))
+        spec, texts = self.compile(spec, owner or LOCAL_OWNER)
+        job = Job(work=lambda job: self._generate(spec, job, texts), owner=owner)
         self.queue.submit(job)
         self.last_job = job
         return job
@@ -183,6 +198,40 @@ class GenerationService:
                 raise ModelNotFound(exc.message, param="sd_model_checkpoint") from None
         return replace(spec, width=width, height=height)
 
+    def compile(self, spec: GenerationSpec, owner: str) -> tuple[GenerationSpec, PromptTexts]:
+        """Parse avatar tokens (422 on any problem, before queueing); the texts are what the encoder sees."""
+        resolver = OwnerResolver(self.avatars, owner, self.settings.loras_path)
+        n = spec.total_images
+        prompts = _per_image(spec.extra.get("prompts") or [spec.prompt], n)
+        negatives = _per_image(spec.extra.get("negative_prompts") or [spec.negative_prompt], n)
+        positive = {p: compile_prompt(p, resolver) for p in dict.fromkeys(prompts)}
+        negative = {p: compile_negative(p, resolver) for p in dict.fromkeys(negatives)}
+        sets = {_avatar_key(c.avatars) for c in positive.values()}
+        if len(sets) > 1:
+            raise InvalidRequest("all prompts of one request must call the same avatars", param="prompt")
+        first = next(iter(positive.values()))
+        avatars = list(first.avatars)
+        seen = {(a.kind, a.digest) for a in avatars}
+        for compiled in negative.values():
+            for ref in compiled.avatars:
+                if (ref.kind, ref.digest) not in seen:
+                    seen.add((ref.kind, ref.digest))
+                    avatars.append(ref)
+        hires = spec.hires
+        if hires is not None and (hires.prompt or hires.negative_prompt):
+            hp = compile_prompt(hires.prompt, resolver) if hires.prompt else None
+            hn = compile_negative(hires.negative_prompt, resolver) if hires.negative_prompt else None
+            if hp is not None and hp.avatars and _avatar_key(hp.avatars) != _avatar_key(first.avatars):
+                raise InvalidRequest("hr_prompt must call the same avatars as the prompt", param="hr_prompt")
+            hires = replace(hires, prompt=hp.text if hp else "", negative_prompt=hn.text if hn else "")
+        texts = PromptTexts(
+            prompts=[positive[p].text for p in prompts],
+            negatives=[negative[p].text for p in negatives],
+            shown_prompts=prompts,
+            shown_negatives=negatives,
+        )
+        return replace(spec, avatars=tuple(avatars), hires=hires), texts
+
     def resolve_seeds(self, spec: GenerationSpec) -> tuple[list[int], list[int]]:
         """A1111: -1 is random; image i uses seed+i (the subseed moves instead when a variation is asked)."""
         seed = spec.seed if spec.seed is not None and spec.seed >= 0 else random.randrange(MAX_SEED)
@@ -192,7 +241,7 @@ class GenerationService:
         subseeds = [subseed + i for i in range(n)]
         return seeds, subseeds
 
-    def _generate(self, spec: GenerationSpec, job: Job) -> GenerationResult:
+    def _generate(self, spec: GenerationSpec, job: Job, texts: PromptTexts) -> GenerationResult:
         from pictale.engine.engine import RunControl
 
         # A per-request override loads its checkpoint for this job only; the next job without one goes
@@ -201,10 +250,7 @@ class GenerationService:
         if wanted:
             self._ensure_loaded(self.catalog.find(wanted))
         job.check_cancelled()
-        spec = self.styles.apply(spec)
-        n = spec.total_images
-        prompts = _per_image(spec.extra.get("prompts") or [spec.prompt], n)
-        negatives = _per_image(spec.extra.get("negative_prompts") or [spec.negative_prompt], n)
+        prompts, negatives = texts.shown_prompts, texts.shown_negatives
         seeds, subseeds = self.resolve_seeds(spec)
         init_images, masks, overlay = self._prepare_images(spec, seeds)
         control = RunControl(
@@ -214,12 +260,8 @@ class GenerationService:
             skipped=lambda: job.skipped,
             clear_skip=job.clear_skip,
         )
-        # Extra-network tags stay in the infotext (as in A1111) but never reach the text encoder.
-        encoded_prompts = [extra_networks.extract(p)[0] for p in prompts]
-        encoded_negatives = [extra_networks.extract(n)[0] for n in negatives]
-        out = self.engine.generate(
-            spec, encoded_prompts, encoded_negatives, seeds, subseeds, control, init_images, masks
-        )
+        # Avatar and extra-network tags stay in the infotext (as in A1111) but never reach the text encoder.
+        out = self.engine.generate(spec, texts.prompts, texts.negatives, seeds, subseeds, control, init_images, masks)
         images = out.images
         if overlay is not None:
             images = [overlay_result(overlay[0], img, overlay[1], overlay[2]) for img in images]
@@ -227,6 +269,7 @@ class GenerationService:
         extra = dict(spec.extra.get("infotext_extra") or {})
         if spec.hires is not None:
             extra.update(hires_params(spec))
+        extra.update(avatar_infotext(spec.avatars))
         if spec.mode is Mode.INPAINT:
             extra.update(
                 {
@@ -298,3 +341,7 @@ def _per_image(values: list[str], n: int) -> list[str]:
     if len(values) not in (1, n):
         raise InvalidRequest(f"{len(values)} prompts given for {n} images", param="prompt")
     return [values[i % len(values)] for i in range(n)]
+
+
+def _avatar_key(avatars) -> tuple:
+    return tuple((a.kind, a.digest, a.weight) for a in avatars)
