@@ -11,6 +11,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
@@ -19,6 +20,7 @@ from PIL import Image
 from pictale.core.errors import JobCancelled, ModelLoadError
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
 from pictale.engine import models, samplers
+from pictale.engine.adapters import AvatarAdapters, JobAdapters
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.text_encoding import encode_prompts
 
@@ -69,7 +71,14 @@ def pick_dtype(setting: str, device: str) -> torch.dtype:
 class Engine:
     """One loaded checkpoint; txt2img, img2img and inpaint share its weights through `from_pipe`."""
 
-    def __init__(self, *, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        ip_adapter_path: Path | None = None,
+        controlnet_path: Path | None = None,
+    ) -> None:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.entry: ModelEntry | None = None
@@ -79,6 +88,11 @@ class Engine:
         self._base_scheduler_config: dict = {}
         self._tiling = False
         self._embeds: OrderedDict[tuple, dict] = OrderedDict()
+        # Avatars (LoRA, embeddings, IP-Adapter, ControlNet) live on the loaded pipeline, set per job.
+        self._adapters = AvatarAdapters(
+            ip_adapter_path=ip_adapter_path, controlnet_path=controlnet_path, device=self.device, dtype=self.dtype
+        )
+        self._job = JobAdapters()
 
     # -- model lifecycle -------------------------------------------------------------------------
 
@@ -102,6 +116,8 @@ class Engine:
     def unload(self) -> None:
         self._variants.clear()
         self._embeds.clear()
+        self._adapters.reset()
+        self._job = JobAdapters()
         self._pipe = None
         self.entry = None
         gc.collect()
@@ -135,7 +151,11 @@ class Engine:
         if self._pipe is None:
             raise ModelLoadError("no model is loaded")
         control = control or RunControl()
-        pipe = self._pipeline(spec.mode)
+        self._job = job = self._adapters.apply(self._pipe, self.family, spec.avatars)
+        if job.poses:
+            pipe = self._adapters.controlnet_pipeline(self._pipe, self.family, spec.mode, len(job.poses))
+        else:
+            pipe = self._pipeline(spec.mode)
         # A fresh scheduler per request: a sampler swap never leaks into the next job.
         pipe.scheduler = samplers.make_scheduler(
             self._base_scheduler_config, spec.sampler, spec.scheduler, seed=seeds[0] if seeds else None
@@ -179,10 +199,12 @@ class Engine:
         embeds = self._encode(prompts, negatives, spec.clip_skip)
         kwargs: dict = dict(embeds)
         kwargs.update(num_inference_steps=spec.steps, guidance_scale=spec.cfg_scale, generator=gens)
+        kwargs.update(self._job.ip_kwargs(len(prompts), _uses_cfg(pipe, spec.cfg_scale), self.device, self.dtype))
         hires = spec.hires if spec.mode is Mode.TXT2IMG else None
         passes = 2 if hires else 1
         if spec.mode is Mode.TXT2IMG:
             kwargs.update(width=spec.width, height=spec.height)
+            kwargs.update(self._job.control_kwargs(spec.mode, spec.width, spec.height))
             total = spec.steps
             if spec.subseed_strength > 0:
                 kwargs["latents"] = self._variation_latents(pipe, spec, seeds, subseeds)
@@ -194,6 +216,9 @@ class Engine:
             kwargs.update(image=init_images, strength=strength, num_inference_steps=steps)
             if spec.mode is Mode.INPAINT:
                 kwargs.update(mask_image=masks, width=spec.width, height=spec.height)
+                kwargs.update(self._job.control_kwargs(spec.mode, spec.width, spec.height))
+            else:
+                kwargs.update(self._job.control_kwargs(spec.mode, *init_images[0].size))
         stopped = {"early": False}
         job_count = spec.n_iter * passes
         kwargs["callback_on_step_end"] = self._callback(control, total, batch_no * passes, job_count, stopped)
@@ -233,9 +258,12 @@ class Engine:
             return images, False
         steps, total = _img2img_steps(hires.second_pass_steps or spec.steps, strength)
         stopped = {"early": False}
+        # The IP-Adapter lives on the shared UNet and needs its embeds here too; ControlNet is skipped.
+        ip = self._job.ip_kwargs(len(prompts), _uses_cfg(i2i, spec.cfg_scale), self.device, self.dtype)
         with torch.inference_mode():
             out = i2i(
                 **embeds,
+                **ip,
                 image=image,
                 strength=strength,
                 num_inference_steps=steps,
@@ -248,7 +276,8 @@ class Engine:
 
     def _encode(self, prompts: list[str], negatives: list[str], clip_skip: int) -> dict:
         """Prompt embeddings, cached across jobs: chats and books repeat their prompts and negatives."""
-        key = (tuple(prompts), tuple(negatives), clip_skip)
+        # A text-encoder LoRA or a new embedding changes the embeddings: the adapter state is part of the key.
+        key = (tuple(prompts), tuple(negatives), clip_skip, self._job.text_key)
         hit = self._embeds.get(key)
         if hit is not None:
             self._embeds.move_to_end(key)
@@ -315,6 +344,11 @@ class Engine:
             "inactive": pair("inactive_split_bytes"),
             "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
         }
+
+
+def _uses_cfg(pipe, cfg_scale: float) -> bool:
+    """diffusers' do_classifier_free_guidance, known before the call (IP-Adapter embeds depend on it)."""
+    return cfg_scale > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
 
 
 def _img2img_steps(steps: int, strength: float) -> tuple[int, int]:

@@ -12,6 +12,8 @@ Layout written by `write_tiny_models(root)`:
 
 A `<stem>.config/` directory beside a single file is where `engine.models.load_pipeline` looks for that file's
 diffusers configs before falling back to the packaged SD 1.5 / SDXL configs.
+
+It also writes the tiny adapters (IP-Adapter/, ControlNet/, Lora/, embeddings/): see `engine.tiny_adapters`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pictale.engine.clip_tokenizer import EOS, clip_vocab, train_tiny_merges
 from pictale.engine.configs import packaged_config_dir
 from pictale.engine.models import CHECKPOINT_SUBDIR, CONFIG_DIR_SUFFIX
 from pictale.engine.singlefile import pipeline_to_ldm
+from pictale.engine.tiny_adapters import write_tiny_adapters
 
 TINY_SEED = 1234
 TINY_SD15_NAME = "tiny-sd15"
@@ -205,9 +208,10 @@ def write_config_dir(folder: Path, config_dir: Path) -> Path:
 
 
 def write_tiny_models(root: Path) -> dict[str, Path]:
-    """Write tiny SD 1.5 and SDXL models under root: folders, A1111 single files, config-only dirs."""
+    """Write tiny SD 1.5 and SDXL models under root: folders, A1111 single files, config-only dirs, adapters."""
     root = Path(root)
     paths: dict[str, Path] = {}
+    pipes = {}
     for family, name, build in (
         ("sd15", TINY_SD15_NAME, build_tiny_sd15),
         ("sdxl", TINY_SDXL_NAME, build_tiny_sdxl),
@@ -220,13 +224,24 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
         paths[family] = folder
         paths[f"{family}_single"] = single
         paths[f"{family}_config"] = write_config_dir(folder, root / f"{name}{CONFIG_DIR_SUFFIX}")
+        pipes[family] = pipe
+    paths.update(write_tiny_adapters(root, pipes))
     return paths
 
 
 def ensure_tiny_model(models_dir: Path) -> Path:
-    """The offline demo model: `models_dir/Stable-diffusion/tiny-sd15`, written on first use."""
-    folder = Path(models_dir) / CHECKPOINT_SUBDIR / TINY_SD15_NAME
-    if (folder / "model_index.json").is_file() and any((folder / "unet").glob("*.safetensors")):
+    """The offline demo model `models_dir/Stable-diffusion/tiny-sd15`, and its adapters, written on first use.
+
+    The adapters go where the server looks for them: `IP-Adapter/`, `ControlNet/`, `Lora/`, `embeddings/`.
+    """
+    models_dir = Path(models_dir)
+    folder = models_dir / CHECKPOINT_SUBDIR / TINY_SD15_NAME
+    have_model = (folder / "model_index.json").is_file() and any((folder / "unet").glob("*.safetensors"))
+    have_adapters = (models_dir / "embeddings" / "tiny_ti.safetensors").is_file()  # written last
+    if have_model and have_adapters:
         return folder
-    _save_folder(build_tiny_sd15(), folder)
+    pipe = build_tiny_sd15()
+    if not have_model:
+        _save_folder(pipe, folder)
+    write_tiny_adapters(models_dir, {"sd15": pipe})
     return folder

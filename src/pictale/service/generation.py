@@ -64,7 +64,12 @@ class GenerationService:
         if self._engine is None:
             from pictale.engine.engine import Engine  # lazy: keeps torch out of API/CLI import time
 
-            self._engine = Engine(device=self.settings.device, dtype=self.settings.dtype)
+            self._engine = Engine(
+                device=self.settings.device,
+                dtype=self.settings.dtype,
+                ip_adapter_path=self.settings.ip_adapter_path,
+                controlnet_path=self.settings.controlnet_path,
+            )
         return self._engine
 
     def start(self) -> ModelEntry:

@@ -1,0 +1,237 @@
+"""IP-Adapter face and style avatars: one adapter slot per avatar, image embeddings computed once per avatar.
+
+Files looked for under the IP-Adapter root (`settings.ip_adapter_path`), in the `h94/IP-Adapter` layout:
+
+    family  kind   adapter weights                                              image encoder
+    sd15    face   models/ip-adapter-full-face_sd15.safetensors                 models/image_encoder/
+    sd15    style  models/ip-adapter_sd15.safetensors                           models/image_encoder/
+    sdxl    face   sdxl_models/ip-adapter-plus-face_sdxl_vit-h.safetensors      models/image_encoder/  (ViT-H)
+                   or, when that file or models/image_encoder/ is absent,
+                   sdxl_models/ip-adapter_sdxl.safetensors                      sdxl_models/image_encoder/
+    sdxl    style  sdxl_models/ip-adapter_sdxl.safetensors                      sdxl_models/image_encoder/
+
+Only .safetensors adapter files and safetensors image encoders are read. A missing file raises
+UnsupportedFeature naming the path. The image encoders are loaded here, not registered on the pipeline: every
+slot gets precomputed `ip_adapter_image_embeds`, so slots may use different encoders (SDXL plus-face beside a
+basic style adapter) and the pipeline never encodes an image itself.
+
+Embeddings are built the way diffusers' `prepare_ip_adapter_image_embeds` builds them (checked bit for bit):
+basic projections use `image_embeds` with zeros as the negative; full-face / plus projections use the
+penultimate hidden states, with the encoder's output for an all-zero image as the negative.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from pictale.core.errors import UnsupportedFeature
+from pictale.core.types import AvatarKind, AvatarRef
+
+log = logging.getLogger(__name__)
+
+EMBED_CACHE_SIZE = 256
+STATE_CACHE_MAX_BYTES = 256 * 1024 * 1024
+_QUIET_LOGGERS = ("diffusers.loaders.ip_adapter", "diffusers.models.modeling_utils")
+
+
+@dataclass(frozen=True)
+class IPFiles:
+    """The adapter weights and image encoder one slot uses."""
+
+    weights: Path
+    encoder: Path
+
+
+def ip_files(root: Path | None, family: str, kind: AvatarKind, name: str) -> IPFiles:
+    """Which files a face/style avatar needs for `family`; UnsupportedFeature naming the path when absent."""
+    what = f"{kind.value} avatar {name!r}"
+    if root is None:
+        raise UnsupportedFeature(f"{what} needs IP-Adapter weights, but no IP-Adapter directory is configured")
+    root = Path(root)
+    if family == "sd15":
+        weight = "ip-adapter-full-face_sd15.safetensors" if kind is AvatarKind.FACE else "ip-adapter_sd15.safetensors"
+        files = IPFiles(root / "models" / weight, root / "models" / "image_encoder")
+    elif family == "sdxl":
+        plus_face = IPFiles(
+            root / "sdxl_models" / "ip-adapter-plus-face_sdxl_vit-h.safetensors", root / "models" / "image_encoder"
+        )
+        files = IPFiles(root / "sdxl_models" / "ip-adapter_sdxl.safetensors", root / "sdxl_models" / "image_encoder")
+        if kind is AvatarKind.FACE and plus_face.weights.is_file() and (plus_face.encoder / "config.json").is_file():
+            files = plus_face
+    else:
+        raise UnsupportedFeature(f"{what}: no IP-Adapter is known for {family} models")
+    if not files.weights.is_file():
+        raise UnsupportedFeature(f"{what} needs the IP-Adapter file {files.weights} (not found)")
+    if not (files.encoder / "config.json").is_file():
+        raise UnsupportedFeature(f"{what} needs the IP-Adapter image encoder {files.encoder}/ (not found)")
+    return files
+
+
+def _read_adapter(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+    state: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            part, _, rest = key.partition(".")
+            if part in state:
+                state[part][rest] = f.get_tensor(key)
+    if not state["image_proj"] or not state["ip_adapter"]:
+        raise UnsupportedFeature(f"{path.name}: not an IP-Adapter file (no image_proj.* / ip_adapter.* keys)")
+    return state
+
+
+def uses_hidden_states(state: dict[str, dict[str, torch.Tensor]]) -> bool:
+    """diffusers' rule: only the basic ImageProjection (`proj.weight`) takes `image_embeds`."""
+    return "proj.weight" not in state["image_proj"]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """load_ip_adapter warns that no image encoder was loaded: on purpose here (embeds are precomputed)."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+class IPAdapterSlots:
+    """The IP-Adapter slot layout on one pipeline's UNet, adapter state dicts and per-avatar image embeddings."""
+
+    def __init__(self, root: Path | None, *, device: str, dtype: torch.dtype) -> None:
+        self.root = Path(root) if root is not None else None
+        self.device = device
+        self.dtype = dtype
+        self.layout: tuple[Path, ...] = ()
+        self.encoder_calls = 0
+        self._states: dict[Path, dict] = {}
+        self._encoders: dict[Path, tuple] = {}
+        self._embeds: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def reset(self) -> None:
+        """Forget the slot layout and free the encoders (the pipeline they were applied to is gone)."""
+        self.layout = ()
+        self._encoders.clear()
+
+    def apply(self, pipe, slots: Sequence[tuple[IPFiles, float]]) -> bool:
+        """Load the slot layout if it changed and set one scale per slot; True when the layout changed."""
+        layout = tuple(files.weights for files, _ in slots)
+        changed = layout != self.layout
+        if changed:
+            if self.layout:
+                pipe.unload_ip_adapter()
+            self.layout = ()
+            if layout:
+                states = [self._state(path) for path in layout]
+                previous = getattr(pipe, "feature_extractor", None)
+                with _quiet():
+                    pipe.load_ip_adapter(
+                        states,
+                        subfolder=[""] * len(states),
+                        weight_name=[p.name for p in layout],
+                        image_encoder_folder=None,
+                    )
+                if hasattr(pipe, "feature_extractor") and pipe.feature_extractor is not previous:
+                    pipe.register_modules(feature_extractor=previous)  # the stub it registers is never used
+            self.layout = layout
+            log.info("IP-Adapter layout: %s", [p.name for p in layout] or "none")
+        if slots:
+            pipe.set_ip_adapter_scale([float(weight) for _, weight in slots])
+        return changed
+
+    def _state(self, path: Path) -> dict:
+        """Adapter state dicts stay in RAM, so a new layout (another face count) does not re-read the disk.
+
+        On CPU the UNet's slot weights are these very tensors (no copy); on a GPU they are a second copy, kept
+        only for files up to STATE_CACHE_MAX_BYTES (SD 1.5 adapters; the SDXL ones are re-read).
+        """
+        state = self._states.get(path)
+        if state is None:
+            state = _read_adapter(path)
+            if str(self.device).startswith("cpu") or path.stat().st_size <= STATE_CACHE_MAX_BYTES:
+                self._states[path] = state
+        return state
+
+    # -- image embeddings ------------------------------------------------------------------------
+
+    def embeds(self, ref: AvatarRef, files: IPFiles) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positive, negative) embeddings of the avatar's images: [images, ...], cached by digest and encoder."""
+        hidden = uses_hidden_states(self._state(files.weights))
+        key = (ref.digest, str(files.encoder), hidden, str(self.dtype))
+        hit = self._embeds.get(key)
+        if hit is not None:
+            self._embeds.move_to_end(key)
+            return hit
+        images = [_open_rgb(path, ref) for path in ref.files]
+        if not images:
+            raise UnsupportedFeature(f"{ref.kind.value} avatar {ref.name!r} has no image")
+        encoder, processor = self._encoder(files.encoder)
+        pixels = processor(images, return_tensors="pt").pixel_values.to(self.device, self.dtype)
+        self.encoder_calls += 1
+        with torch.inference_mode():
+            if hidden:
+                pos = encoder(pixels, output_hidden_states=True).hidden_states[-2]
+                neg = encoder(torch.zeros_like(pixels), output_hidden_states=True).hidden_states[-2]
+            else:
+                pos = encoder(pixels).image_embeds
+                neg = torch.zeros_like(pos)
+        self._embeds[key] = (pos, neg)
+        if len(self._embeds) > EMBED_CACHE_SIZE:
+            self._embeds.popitem(last=False)
+        return pos, neg
+
+    def _encoder(self, folder: Path) -> tuple:
+        hit = self._encoders.get(folder)
+        if hit is not None:
+            return hit
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        try:
+            encoder = CLIPVisionModelWithProjection.from_pretrained(
+                folder, dtype=self.dtype, use_safetensors=True, local_files_only=True
+            )
+        except (OSError, ValueError) as exc:
+            raise UnsupportedFeature(f"cannot load the IP-Adapter image encoder {folder}/: {exc}") from exc
+        encoder = encoder.to(self.device).eval()
+        if (folder / "preprocessor_config.json").is_file():
+            processor = CLIPImageProcessor.from_pretrained(folder)
+        else:  # h94's encoders ship without one: diffusers builds this one
+            size = encoder.config.image_size
+            processor = CLIPImageProcessor(size=size, crop_size=size)
+        self._encoders[folder] = (encoder, processor)
+        return encoder, processor
+
+
+def batch_embeds(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], batch: int, cfg: bool, device, dtype
+) -> list[torch.Tensor]:
+    """`ip_adapter_image_embeds` for a call with `batch` prompts: per slot [2*batch or batch, images, ...].
+
+    With CFG the pipeline splits each tensor in halves (negatives first, like its prompt embeds) and does not
+    repeat it per prompt, so every prompt of the batch needs its own row here.
+    """
+    out = []
+    for pos, neg in pairs:
+        rows = [neg] * batch + [pos] * batch if cfg else [pos] * batch
+        out.append(torch.stack(rows).to(device=device, dtype=dtype))
+    return out
+
+
+def _open_rgb(path: Path, ref: AvatarRef) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise UnsupportedFeature(f"{ref.kind.value} avatar {ref.name!r}: cannot read image {Path(path).name}") from exc
