@@ -11,12 +11,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
 from pictale import __version__
+from pictale.accounts.keys import KeyStore
 from pictale.api.a1111 import info as a1111_info
 from pictale.api.a1111 import routes as a1111_routes
 from pictale.api.auth import Authenticator
 from pictale.api.errors import install_error_handlers
+from pictale.api.native import avatars as native_avatars
+from pictale.api.native import keys as native_keys
+from pictale.avatars.registry import AvatarRegistry
 from pictale.core.config import Settings
 from pictale.service.generation import GenerationService
+from pictale.storage.blobs import BlobStore
+from pictale.storage.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +34,20 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     svc = service or GenerationService(settings)
+    # The database is migrated here, not in the lifespan, so auth works even for a client that never
+    # runs the lifespan; nothing of it exists at import time.
+    db = Database(settings.db_url)
+    db.migrate()
+    keys = KeyStore(db)
+    avatars = AvatarRegistry(db, BlobStore(settings.blobs_path), settings)
+    svc.avatars = avatars  # the service resolves prompt avatar tokens through it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        removed = await run_in_threadpool(avatars.gc)
+        if removed:
+            log.info("removed %d unreferenced avatar blobs", len(removed))
+        log.info("auth: %s", await run_in_threadpool(app.state.auth.describe))
         entry = await run_in_threadpool(svc.start)
         for note in svc.startup_notes:
             log.warning(note)
@@ -41,11 +58,15 @@ def create_app(
             yield
         finally:
             await run_in_threadpool(svc.stop)
+            db.dispose()
 
     app = FastAPI(title="pictale", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = svc
-    app.state.auth = Authenticator(settings.auth_pairs())
+    app.state.db = db
+    app.state.keys = keys
+    app.state.avatars = avatars
+    app.state.auth = Authenticator(settings.auth_pairs(), keys)
     if settings.cors_allow_origins or settings.cors_allow_origins_regex:
         app.add_middleware(
             CORSMiddleware,
@@ -58,4 +79,6 @@ def create_app(
     install_error_handlers(app)
     app.include_router(a1111_routes.router)
     app.include_router(a1111_info.router)
+    app.include_router(native_avatars.router)
+    app.include_router(native_keys.router)
     return app

@@ -12,10 +12,14 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from pictale.cli import avatars as avatars_cmd
+from pictale.cli import keys as keys_cmd
 from pictale.cli import models as models_cmd
 
 app = typer.Typer(help="pictale: a local-first image-generation server for stories.", no_args_is_help=True)
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(avatars_cmd.app, name="avatars")
 console = Console(stderr=True)
 
 DataDir = Annotated[Path | None, typer.Option(help="Data dir (models, outputs, database).", envvar=None)]
@@ -73,15 +77,16 @@ def serve(
         lines = [f"model: [bold]{entry.title if entry else '?'}[/bold] ({entry.source if entry else ''})"]
         lines.append(f"data dir: {settings.data_dir}")
         lines.append(f"A1111 API: http://{settings.bind_host}:{settings.port}/sdapi/v1")
-        lines.append("auth: HTTP Basic" if settings.api_auth else "auth: open (local single user)")
+        lines.append(f"auth: {web_app.state.auth.describe()}")
         style = "green"
         for note in svc.startup_notes:
             lines.append(f"\n[bold red]{note}[/bold red]")
             style = "red"
         console.print(Panel("\n".join(lines), title="pictale", border_style=style))
 
+    web_app = create_app(settings, on_started=banner)
     uvicorn.run(
-        create_app(settings, on_started=banner),
+        web_app,
         host=settings.bind_host,
         port=settings.port,
         log_level="info",

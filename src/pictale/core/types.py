@@ -148,3 +148,18 @@ class StepInfo:
     total: int
     batch_no: int = 0
     batch_count: int = 1
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API key, a `--api-auth` Basic user, or the local user in open mode.
+
+    `id` owns avatars (and later stories and jobs); it never changes for a key, whatever its name."""
+
+    id: str
+    name: str
+    is_admin: bool = False
+
+
+LOCAL_PRINCIPAL = Principal("local", "local", True)
+"""The single local user when the server runs open (no API keys, no `--api-auth`), and the CLI's default owner."""

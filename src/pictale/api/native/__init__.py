@@ -1,0 +1,1 @@
+"""pictale's own REST API under /v1 (avatars, keys)."""
