@@ -54,3 +54,23 @@ def test_pull_offline_fails_clearly(tmp_path, monkeypatch):
     r = runner.invoke(app, ["models", "pull", "org/some-model", "--data-dir", str(tmp_path)])
     assert r.exit_code == 2
     assert "could not download org/some-model" in r.output
+
+
+def test_generate_with_avatar_tokens(tmp_path, tiny_models):
+    from tests.avatars import files
+
+    data = tmp_path / "data"
+    face = tmp_path / "lucy.png"
+    face.write_bytes(files.png(seed=1))
+    env = {"PICTALE_MODELS_DIR": str(tiny_models["sd15"].parent)}
+    r = runner.invoke(app, ["avatars", "add", "face", "lucy", str(face), "--data-dir", str(data)], env=env)
+    assert r.exit_code == 0, r.output
+    common = ["--steps", "2", "--seed", "3", "--size", "64x64", "--model", str(tiny_models["sd15"])]
+    common += ["--data-dir", str(data)]
+    r = runner.invoke(app, ["generate", "<be-face:lucy:0.6> a girl", *common, "-o", str(tmp_path / "a")], env=env)
+    assert r.exit_code == 0, r.output
+    text = Image.open(next((tmp_path / "a").glob("*.png"))).info["parameters"]
+    assert text.startswith("<be-face:lucy:0.6> a girl\n") and 'Avatars: "face:lucy:0.6"' in text
+    r = runner.invoke(app, ["generate", "<be-face:lucie:0.6> a girl", *common, "-o", str(tmp_path / "b")], env=env)
+    assert r.exit_code == 2
+    assert "did you mean 'lucy'?" in " ".join(r.output.split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -146,3 +147,30 @@ def test_client_disconnect_cancels_the_job(server):
         time.sleep(0.05)
     assert p["state"]["job_count"] == 0
     assert p["state"]["sampling_step"] < 4000
+
+
+def test_avatars_through_a_live_server(api, server):
+    """The offline demo ships a LoRA in the Lora dir; a face avatar is uploaded over REST, then both are used."""
+    from tests.avatars import files
+
+    loras = [entry["name"] for entry in api.get_loras()]
+    assert "tiny_kohya" in loras
+    plain = api.txt2img(prompt="a girl", seed=4, width=64, height=64, steps=2)
+    lora = api.txt2img(prompt="<lora:tiny_kohya:0.8> a girl", seed=4, width=64, height=64, steps=2)
+    assert lora.image.tobytes() != plain.image.tobytes()
+    assert "Lora hashes" in lora.info["infotexts"][0]
+    r = httpx.post(
+        server["base"] + "/v1/avatars",
+        data={"kind": "face", "name": "lucy"},
+        files=[("files", ("lucy.png", files.png(seed=1), "image/png"))],
+    )
+    assert r.status_code == 201, r.text
+    face = api.txt2img(prompt="<be-face:lucy:0,6> a girl", seed=4, width=64, height=64, steps=2)
+    assert face.image.tobytes() != plain.image.tobytes()
+    zero = api.txt2img(prompt="<be-face:lucy:0> a girl", seed=4, width=64, height=64, steps=2)
+    assert zero.image.tobytes() == plain.image.tobytes()
+    with pytest.raises(RuntimeError) as err:
+        api.txt2img(prompt="<be-face:lucie:0.6> a girl", seed=4, width=64, height=64, steps=2)
+    status, body = err.value.args
+    assert status == 422
+    assert json.loads(body)["detail"] == "unknown face avatar 'lucie' in '<be-face:lucie:0.6>'; did you mean 'lucy'?"

@@ -11,18 +11,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
 from pictale import __version__
-from pictale.accounts.keys import KeyStore
 from pictale.api.a1111 import info as a1111_info
 from pictale.api.a1111 import routes as a1111_routes
 from pictale.api.auth import Authenticator
 from pictale.api.errors import install_error_handlers
 from pictale.api.native import avatars as native_avatars
 from pictale.api.native import keys as native_keys
-from pictale.avatars.registry import AvatarRegistry
 from pictale.core.config import Settings
 from pictale.service.generation import GenerationService
-from pictale.storage.blobs import BlobStore
-from pictale.storage.db import Database
+from pictale.service.stores import open_stores
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +33,8 @@ def create_app(
     svc = service or GenerationService(settings)
     # The database is migrated here, not in the lifespan, so auth works even for a client that never
     # runs the lifespan; nothing of it exists at import time.
-    db = Database(settings.db_url)
-    db.migrate()
-    keys = KeyStore(db)
-    avatars = AvatarRegistry(db, BlobStore(settings.blobs_path), settings)
+    stores = open_stores(settings)
+    keys, avatars = stores.keys, stores.avatars
     svc.avatars = avatars  # the service resolves prompt avatar tokens through it
 
     @asynccontextmanager
@@ -58,12 +53,12 @@ def create_app(
             yield
         finally:
             await run_in_threadpool(svc.stop)
-            db.dispose()
+            stores.close()
 
     app = FastAPI(title="pictale", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = svc
-    app.state.db = db
+    app.state.db = stores.db
     app.state.keys = keys
     app.state.avatars = avatars
     app.state.auth = Authenticator(settings.auth_pairs(), keys)

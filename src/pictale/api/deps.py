@@ -17,6 +17,11 @@ def service(request: Request) -> GenerationService:
     return request.app.state.service
 
 
+def owner(request: Request) -> str:
+    """The caller's id (set by the auth dependency): whose avatars a prompt may call."""
+    return request.state.principal.id
+
+
 async def _disconnected(request: Request) -> None:
     """Return when the client goes away (the ASGI server sends http.disconnect)."""
     while True:

@@ -23,6 +23,9 @@ app.add_typer(avatars_cmd.app, name="avatars")
 console = Console(stderr=True)
 
 DataDir = Annotated[Path | None, typer.Option(help="Data dir (models, outputs, database).", envvar=None)]
+DatabaseUrlOpt = Annotated[
+    str | None, typer.Option(help="SQLAlchemy URL (default sqlite in the data dir); postgresql://... works.")
+]
 ModelOpt = Annotated[str | None, typer.Option(help='Checkpoint: path, hub id, name in the models dir, or "tiny".')]
 
 
@@ -48,8 +51,10 @@ def serve(
     max_width: Annotated[int | None, typer.Option(help="Largest width accepted (422 above).")] = None,
     max_height: Annotated[int | None, typer.Option(help="Largest height accepted (422 above).")] = None,
     queue_size: Annotated[int | None, typer.Option(help="Jobs that may wait; more get 429.")] = None,
+    database_url: DatabaseUrlOpt = None,
+    max_lora_mb: Annotated[int | None, typer.Option(help="Largest LoRA/embedding upload in MB.")] = None,
 ) -> None:
-    """Start the HTTP server (A1111 /sdapi/v1 API)."""
+    """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
     import uvicorn
 
     from pictale.api.app import create_app
@@ -69,6 +74,8 @@ def serve(
         max_width=max_width,
         max_height=max_height,
         queue_size=queue_size,
+        database_url=database_url,
+        max_lora_mb=max_lora_mb,
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -107,8 +114,10 @@ def generate(
     n: Annotated[int, typer.Option("-n", help="Number of images.")] = 1,
     model: ModelOpt = None,
     data_dir: DataDir = None,
+    database_url: DatabaseUrlOpt = None,
+    key: Annotated[str | None, typer.Option(help="Use this API key's avatars (default: the local user's).")] = None,
 ) -> None:
-    """Generate images locally (no server) with a progress bar per step."""
+    """Generate images locally (no server) with a progress bar per step; avatar tokens work in the prompt."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pictale.core.errors import PictaleError
@@ -120,8 +129,19 @@ def generate(
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise typer.BadParameter(f"--size must look like 512x768, got {size!r}") from None
-    settings = make_settings(model=model, data_dir=data_dir)
+    from pictale.service.stores import open_stores
+
+    settings = make_settings(model=model, data_dir=data_dir, database_url=database_url)
+    stores = open_stores(settings)
+    owner = "local"
+    if key:
+        principal = stores.keys.verify(key)
+        if principal is None:
+            console.print("[red]error:[/red] --key is not a valid API key")
+            raise typer.Exit(2)
+        owner = principal.id
     svc = GenerationService(settings)
+    svc.avatars = stores.avatars
     try:
         entry = svc.start()
         for note in svc.startup_notes:
@@ -141,7 +161,7 @@ def generate(
             batch_size=1,
             n_iter=n,
         )
-        job = svc.submit(spec)
+        job = svc.submit(spec, owner=owner)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("image 1", total=steps)
@@ -155,6 +175,7 @@ def generate(
         raise typer.Exit(2) from None
     finally:
         svc.stop()
+        stores.close()
     output.mkdir(parents=True, exist_ok=True)
     start = len(list(output.glob("*.png")))
     for i, (data, s) in enumerate(zip(result.images, result.seeds, strict=True)):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors.torch import load_file as load_safetensors
 
 from pictale.core.errors import ModelLoadError, UnsupportedFeature
 from pictale.core.images import resize_image
@@ -184,7 +185,7 @@ class AvatarAdapters:
             del self._loras[old]
             self._active = None
         try:
-            pipe.load_lora_weights(str(path), adapter_name=name)
+            pipe.load_lora_weights(load_safetensors(str(path)), adapter_name=name)
         except Exception as exc:
             self._drop_partial(pipe, name)
             reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
@@ -270,7 +271,9 @@ def _single_file(ref: AvatarRef) -> Path:
     if not ref.files:
         raise UnsupportedFeature(f"{ref.kind.value} avatar {ref.name!r} has no file")
     path = Path(ref.files[0])
-    if path.suffix.lower() != ".safetensors":
+    # Avatar blobs are content-addressed (no suffix) and were checked as safetensors at upload; files from
+    # the models dir must say what they are. Either way they are only ever parsed as safetensors.
+    if ref.source != "avatar" and path.suffix.lower() != ".safetensors":
         raise UnsupportedFeature(f"{ref.kind.value} avatar {ref.name!r}: only .safetensors files are loaded")
     if not path.is_file():
         raise ModelLoadError(f"{ref.kind.value} avatar {ref.name!r}: its file {path} is missing")

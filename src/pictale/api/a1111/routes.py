@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from pictale.api.a1111.schemas import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 from pictale.api.auth import require_auth
-from pictale.api.deps import service, wait_for_job
+from pictale.api.deps import owner, service, wait_for_job
 from pictale.core.images import decode_image
 from pictale.service.generation import GenerationService
 from pictale.service.results import GenerationResult
@@ -29,7 +29,7 @@ def _response(result: GenerationResult, parameters: dict[str, Any], send_images:
 async def txt2img(request: Request, body: Txt2ImgRequest = Body(default_factory=Txt2ImgRequest)) -> dict[str, Any]:
     svc = service(request)
     spec = body.to_spec(svc.options)
-    job = svc.submit(spec)
+    job = svc.submit(spec, owner=owner(request))
     result = await wait_for_job(request, job)
     _restore_overrides(svc, body)
     return _response(result, body.filled(), body.send_images is not False)
@@ -39,7 +39,7 @@ async def txt2img(request: Request, body: Txt2ImgRequest = Body(default_factory=
 async def img2img(request: Request, body: Img2ImgRequest = Body(default_factory=Img2ImgRequest)) -> dict[str, Any]:
     svc = service(request)
     spec = body.to_spec(svc.options, max_pixels=svc.settings.max_image_pixels)
-    job = svc.submit(spec)
+    job = svc.submit(spec, owner=owner(request))
     result = await wait_for_job(request, job)
     _restore_overrides(svc, body)
     return _response(result, body.filled(), body.send_images is not False)
