@@ -215,6 +215,21 @@ def test_face_changes_the_image_and_unloads(engine, base, files):
     assert same(run(engine, [face(files)]), one)
 
 
+def test_switching_between_face_and_lora_jobs_reattaches_without_reloading(
+    engine, base, files, monkeypatch, tiny_models
+):
+    one = run(engine, [face(files)])
+    loads = []
+    real = type(engine._pipe).load_ip_adapter
+    monkeypatch.setattr(type(engine._pipe), "load_ip_adapter", lambda *a, **k: loads.append(1) or real(*a, **k))
+    for _ in range(2):
+        assert same(run(engine, [lora(tiny_models["lora_peft"])]), run(engine, [lora(tiny_models["lora_peft"])]))
+        assert engine._pipe.unet.encoder_hid_proj is None  # parked: the LoRA job runs without the IP-Adapter
+        assert same(run(engine, [face(files)]), one)
+    assert same(run(engine), base)
+    assert loads == []  # the parked layout came back; nothing was reloaded
+
+
 def test_two_faces_and_a_style_each_act_on_their_own(engine, files):
     lucy, bob, cartoon = face(files, "lucy", 0.6), face(files, "bob", 0.5), style(files, "cartoon", 0.7)
     mixed = run(engine, [lucy, bob, cartoon])
