@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
 from pictale import __version__
+from pictale.api import files as files_routes
 from pictale.api.a1111 import info as a1111_info
 from pictale.api.a1111 import routes as a1111_routes
 from pictale.api.auth import Authenticator
@@ -18,6 +19,7 @@ from pictale.api.errors import install_error_handlers
 from pictale.api.native import avatars as native_avatars
 from pictale.api.native import keys as native_keys
 from pictale.core.config import Settings
+from pictale.service.files import FileStore
 from pictale.service.generation import GenerationService
 from pictale.service.stores import open_stores
 
@@ -42,6 +44,7 @@ def create_app(
         removed = await run_in_threadpool(avatars.gc)
         if removed:
             log.info("removed %d unreferenced avatar blobs", len(removed))
+        await run_in_threadpool(app.state.files.purge)
         log.info("auth: %s", await run_in_threadpool(app.state.auth.describe))
         entry = await run_in_threadpool(svc.start)
         for note in svc.startup_notes:
@@ -61,6 +64,7 @@ def create_app(
     app.state.db = stores.db
     app.state.keys = keys
     app.state.avatars = avatars
+    app.state.files = FileStore(settings.files_path, settings.file_ttl_minutes * 60)
     app.state.auth = Authenticator(settings.auth_pairs(), keys)
     if settings.cors_allow_origins or settings.cors_allow_origins_regex:
         app.add_middleware(
@@ -76,4 +80,5 @@ def create_app(
     app.include_router(a1111_info.router)
     app.include_router(native_avatars.router)
     app.include_router(native_keys.router)
+    app.include_router(files_routes.router)
     return app

@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     """ControlNet folders per family: openpose-sd15/, openpose-sdxl/ (default MODELS_DIR/ControlNet)."""
     openpose_dir: Path | None = None
     """OpenPose detector weights that turn a photo into a skeleton (default MODELS_DIR/Annotators)."""
+    preview_every: int = 5
+    """Send a cheap latent preview every N sampling steps to those listening (0: never)."""
+    batch_max: int = 8
+    """Most images the worker runs as one batch when queued requests can share it."""
+    compat: str | None = None
+    """"blockentropy": accept that service's quirks on the OpenAI routes (n is the seed, ...)."""
+    file_ttl_minutes: int = 60
+    """How long `url` responses stay fetchable."""
+    callback_timeout: float = 10.0
+    callback_retries: int = 3
+    model_kind: str | None = None
+    """Declare the loaded model few-step: "lcm", "turbo", "lightning" or "hyper" (else detected from its name)."""
     save_images: bool = False
     offline: bool = False
 
@@ -89,6 +101,10 @@ class Settings(BaseSettings):
     @property
     def blobs_path(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def files_path(self) -> Path:
+        return self.data_dir / "files"
 
     @property
     def db_url(self) -> str:

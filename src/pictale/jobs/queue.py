@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from pictale.core.errors import JobCancelled, QueueFull
+from pictale.jobs.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ class Job:
     started: float | None = None
     finished: float | None = None
     future: Future = field(default_factory=Future)
+    events: EventLog = field(default_factory=EventLog)
+    session: str | None = None
+    """Real-time use: a new job with the same owner and session cancels this one."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Anything an entry point wants to keep with the job (e.g. the response format)."""
     _cancel: threading.Event = field(default_factory=threading.Event)
     _interrupt: threading.Event = field(default_factory=threading.Event)
     _skip: threading.Event = field(default_factory=threading.Event)
@@ -95,8 +101,22 @@ class Job:
         if self._cancel.is_set():
             raise JobCancelled("the job was cancelled")
 
-    def report(self, step: int, total: int, batch_no: int = 0, batch_count: int = 1) -> None:
+    def report(
+        self, step: int, total: int, batch_no: int = 0, batch_count: int = 1, *, preview: str | None = None
+    ) -> None:
+        """Progress after a sampling step; `preview` is a base64 PNG of the approximate current image."""
         self.progress = Progress(step, total, batch_no, batch_count)
+        data: dict[str, Any] = {
+            "step": step,
+            "total": total,
+            "batch_no": batch_no,
+            "batch_count": batch_count,
+            "progress": self.progress.fraction,
+            "eta": self.eta,
+        }
+        if preview is not None:
+            data["preview"] = preview
+        self.events.emit("step", **data)
 
     @property
     def eta(self) -> float:
@@ -111,8 +131,10 @@ class Job:
 class JobQueue:
     """A bounded FIFO drained by one worker thread. Full: QueueFull (HTTP 429), never a hang."""
 
-    def __init__(self, maxsize: int = 16) -> None:
+    def __init__(self, maxsize: int = 16, *, retention: float = 3600.0, keep_max: int = 1000) -> None:
         self.maxsize = maxsize
+        self.retention = retention
+        self.keep_max = keep_max
         self._q: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
@@ -131,8 +153,24 @@ class JobQueue:
                 )
             self._pending += 1
             self._jobs[job.id] = job
+            self._forget_old()
+        job.events.emit("queued", position=self._pending)
         self._q.put(job)
         return job
+
+    def _forget_old(self) -> None:
+        """Finished jobs stay readable (GET /v1/jobs/{id}) for `retention` seconds, at most `keep_max` of them."""
+        now = time.time()
+        finished = [j for j in self._jobs.values() if j.finished is not None]
+        for j in finished:
+            if now - j.finished > self.retention:
+                del self._jobs[j.id]
+        finished = sorted((j for j in self._jobs.values() if j.finished is not None), key=lambda j: j.finished)
+        for j in finished[: max(0, len(finished) - self.keep_max)]:
+            del self._jobs[j.id]
+
+    def jobs(self) -> list[Job]:
+        return list(self._jobs.values())
 
     @property
     def pending(self) -> int:
@@ -167,30 +205,35 @@ class JobQueue:
             with self._lock:
                 self._pending -= 1
             self._run(job)
-            # Finished jobs are forgotten once their result has been handed over.
-            self._jobs.pop(job.id, None)
 
     def _run(self, job: Job) -> None:
         if job.cancelled:
             job.state = JobState.CANCELLED
             job.finished = time.time()
             job.future.set_exception(JobCancelled("the job was cancelled before it started"))
+            job.events.emit("cancelled", reason="cancelled before it started")
             return
         job.state = JobState.RUNNING
         job.started = time.time()
         self._current = job
+        job.events.emit("started")
         try:
             result = job.work(job)
         except JobCancelled as exc:
+            job.finished = time.time()
             job.state = JobState.CANCELLED
             job.future.set_exception(exc)
+            job.events.emit("cancelled", reason=str(exc))
         except BaseException as exc:  # the worker must survive any job's failure
             log.exception("job %s failed", job.id)
+            job.finished = time.time()
             job.state = JobState.FAILED
             job.future.set_exception(exc)
+            job.events.emit("failed", error=getattr(exc, "message", None) or str(exc), type=type(exc).__name__)
         else:
+            job.finished = time.time()
             job.state = JobState.DONE
             job.future.set_result(result)
+            job.events.emit("done")
         finally:
-            job.finished = time.time()
             self._current = None
