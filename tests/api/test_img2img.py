@@ -162,3 +162,25 @@ def test_more_init_images_than_batch_is_422(client):
     ok = client.post("/sdapi/v1/img2img", json={**BASE, "init_images": [img, img], "batch_size": 2})
     assert ok.status_code == 200 and len(ok.json()["images"]) == 2
     assert base64.b64decode(ok.json()["images"][0])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inpaint_several_init_images_each_keeps_its_own_pixels(client):
+    red, blue = Image.new("RGB", (64, 64), (200, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 200))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 20, 20), fill=255)
+    r = client.post(
+        "/sdapi/v1/img2img",
+        json={
+            **BASE,
+            "init_images": [png_b64(red), png_b64(blue)],
+            "mask": png_b64(mask),
+            "batch_size": 2,
+            "mask_blur": 0,
+            "inpaint_full_res": False,
+        },
+    )
+    assert r.status_code == 200, r.text
+    outs = [decode(b).convert("RGB") for b in r.json()["images"]]
+    keep = (32, 32, 64, 64)
+    assert outs[0].crop(keep).tobytes() == red.crop(keep).tobytes()
+    assert outs[1].crop(keep).tobytes() == blue.crop(keep).tobytes()

@@ -17,7 +17,9 @@ from pictale.api.a1111 import routes as a1111_routes
 from pictale.api.auth import Authenticator
 from pictale.api.errors import install_error_handlers
 from pictale.api.native import avatars as native_avatars
+from pictale.api.native import jobs as native_jobs
 from pictale.api.native import keys as native_keys
+from pictale.api.openai import routes as openai_routes
 from pictale.core.config import Settings
 from pictale.service.files import FileStore
 from pictale.service.generation import GenerationService
@@ -80,5 +82,7 @@ def create_app(
     app.include_router(a1111_info.router)
     app.include_router(native_avatars.router)
     app.include_router(native_keys.router)
+    app.include_router(native_jobs.router)
     app.include_router(files_routes.router)
+    app.include_router(openai_routes.router)
     return app

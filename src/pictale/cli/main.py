@@ -53,6 +53,7 @@ def serve(
     queue_size: Annotated[int | None, typer.Option(help="Jobs that may wait; more get 429.")] = None,
     database_url: DatabaseUrlOpt = None,
     max_lora_mb: Annotated[int | None, typer.Option(help="Largest LoRA/embedding upload in MB.")] = None,
+    compat: Annotated[str | None, typer.Option(help="blockentropy: OpenAI routes take its quirks (n = seed).")] = None,
 ) -> None:
     """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
     import uvicorn
@@ -76,6 +77,7 @@ def serve(
         queue_size=queue_size,
         database_url=database_url,
         max_lora_mb=max_lora_mb,
+        compat=compat,
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

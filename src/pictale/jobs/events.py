@@ -32,7 +32,7 @@ class EventLog:
         self._cond = threading.Condition()
         self._closed = False
 
-    def emit(self, type: str, **data: Any) -> JobEvent:
+    def emit(self, type: str, /, **data: Any) -> JobEvent:
         with self._cond:
             event = JobEvent(len(self._events), type, data)
             self._events.append(event)

@@ -149,11 +149,15 @@ class GenerationService:
             self.switch_model(str(wanted))
 
     # -- generation ------------------------------------------------------------------------------
-    def submit(self, spec: GenerationSpec, *, owner: str | None = None) -> Job:
+    def submit(
+        self, spec: GenerationSpec, *, owner: str | None = None, session: str | None = None, meta: dict | None = None
+    ) -> Job:
         """Validate, resolve avatar tokens for `owner`, and queue; the job's future yields a GenerationResult."""
         spec = self.normalize(self.styles.apply(spec))
         spec, texts = self.compile(spec, owner or LOCAL_OWNER)
-        job = Job(work=lambda job: self._generate(spec, job, texts), owner=owner)
+        job = Job(
+            work=lambda job: self._generate(spec, job, texts), owner=owner, session=session, meta=dict(meta or {})
+        )
         self.queue.submit(job)
         self.last_job = job
         return job
@@ -269,7 +273,10 @@ class GenerationService:
         out = self.engine.generate(spec, texts.prompts, texts.negatives, seeds, subseeds, control, init_images, masks)
         images = out.images
         if overlay is not None:
-            images = [overlay_result(overlay[0], img, overlay[1], overlay[2]) for img in images]
+            images = [
+                overlay_result(original, img, overlay[1], overlay[2])
+                for original, img in zip(overlay[0], images, strict=False)
+            ]
         model = self.engine.entry
         extra = dict(spec.extra.get("infotext_extra") or {})
         if spec.hires is not None:
@@ -328,17 +335,19 @@ class GenerationService:
         mask = resize_image(spec.resize_mode, mask, spec.width, spec.height).point(lambda v: 255 if v >= 128 else 0)
         soft = blur_mask(mask, spec.mask_blur)
         crop = masked_region(mask, spec.width, spec.height, spec.inpaint_full_res_padding)
-        images, masks = [], []
+        images, masks, originals = [], [], []
         for i, src in enumerate(sources):
-            img = first if i == 0 else resize_image(spec.resize_mode, src, spec.width, spec.height)
-            img = fill_masked(img, mask, spec.inpainting_fill, seeds[i])
+            original = first if i == 0 else resize_image(spec.resize_mode, src, spec.width, spec.height)
+            originals.append(original)
+            img = fill_masked(original, mask, spec.inpainting_fill, seeds[i])
             if spec.inpaint_full_res and crop is not None:
                 images.append(img.crop(crop).resize((spec.width, spec.height)))
                 masks.append(soft.crop(crop).resize((spec.width, spec.height)))
             else:
                 images.append(img)
                 masks.append(soft)
-        overlay = (first, soft, crop if spec.inpaint_full_res else None)
+        # each output is pasted back over its own source image
+        overlay = (originals, soft, crop if spec.inpaint_full_res else None)
         return images, masks, overlay
 
 

@@ -1,0 +1,258 @@
+"""Few-step models (LCM, SD/SDXL Turbo, SDXL Lightning, Hyper-SD): detected or declared, with their defaults.
+
+A client that asks for nothing gets "as fast as this model can go": the profile's sampler, schedule, steps
+and CFG fill whatever the request left unset (`apply_profile`). Where the kind comes from, first match wins:
+
+1. declared: `PICTALE_MODEL_KIND` / `--model-kind` (for the start-up model, see `declared_kind`);
+2. a sidecar `<checkpoint>.pictale.json` beside the file or folder: `{"kind": "lightning", "steps": 4}`
+   (optional `sampler`, `scheduler`, `cfg_scale`, `size` override the kind's defaults; kind "standard" stops
+   detection for a model whose name only looks few-step);
+3. a diffusers folder's files: an `LCMScheduler` scheduler, or a UNet with `time_cond_proj_dim` (LCM-distilled,
+   guidance embedded in the timestep);
+4. the name or path: lcm, turbo, lightning, hyper-sd, and a step count such as "4step" / "8steps".
+
+Defaults, from the model cards (diffusers examples) translated to A1111 names:
+
+- LCM (SimianLuo/LCM_Dreamshaper_v7, latent-consistency/lcm-lora-*): sampler LCM, 4 steps. CFG 1.5 for LCM-LoRA
+  merges (real CFG, the cards say 1-2); 8.0 for LCM-distilled UNets, whose guidance is an embedding, not CFG
+  (the cards use guidance_scale=8.0).
+- Turbo (stabilityai/sd-turbo, sdxl-turbo): Euler a with trailing timesteps (SGM Uniform: with one step,
+  linspace spacing would start at t=0), 1 step, no CFG, 512x512 (SDXL Turbo was trained at 512).
+- Lightning (ByteDance/SDXL-Lightning): Euler, trailing timesteps (SGM Uniform), 4 steps (or the N of
+  "Nstep" in the name), no CFG.
+- Hyper-SD (ByteDance/Hyper-SD): DDIM with trailing timesteps (the card's scheduler), 8 steps or the name's N,
+  no CFG; the "CFG" variants keep real CFG at 5.0 (the card recommends 5-8).
+
+"No CFG" is written as CFG scale 1.0, not 0: diffusers disables CFG for any guidance_scale <= 1 (the same
+image), while A1111 reads a pasted "CFG scale: 0" as "ignore the prompt". A client may still send 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pictale.core.config import Settings
+from pictale.core.types import ModelEntry
+
+log = logging.getLogger(__name__)
+
+STANDARD = "standard"
+KINDS = (STANDARD, "lcm", "turbo", "lightning", "hyper")
+SIDECAR_SUFFIX = ".pictale.json"
+PROFILE_FIELDS = ("sampler", "scheduler", "steps", "cfg_scale")
+STANDARD_SIZES = {"sdxl": 1024}
+"""Default image side per family when neither client nor profile says; 512 for the others."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How to run a model by default: its kind and the sampler, schedule, steps and CFG scale that suit it."""
+
+    kind: str
+    sampler: str
+    scheduler: str
+    steps: int
+    cfg_scale: float
+    size: int | None = None
+    """Default width and height when the model wants one (SDXL Turbo: 512); None: the family's default."""
+    source: str = "default"
+    """Where the kind came from: "declared", "sidecar", "files", "name" or "default"."""
+
+    @property
+    def few_step(self) -> bool:
+        return self.kind != STANDARD
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "few_step": self.few_step,
+            "sampler": self.sampler,
+            "scheduler": self.scheduler,
+            "steps": self.steps,
+            "cfg_scale": self.cfg_scale,
+            "size": self.size,
+            "source": self.source,
+        }
+
+
+_DEFAULTS: dict[str, Profile] = {
+    STANDARD: Profile(STANDARD, "DPM++ 2M", "automatic", 20, 7.0),
+    "lcm": Profile("lcm", "LCM", "automatic", 4, 1.5),
+    "turbo": Profile("turbo", "Euler a", "sgm_uniform", 1, 1.0, size=512),
+    "lightning": Profile("lightning", "Euler", "sgm_uniform", 4, 1.0),
+    "hyper": Profile("hyper", "DDIM", "sgm_uniform", 8, 1.0),
+}
+_EMBEDDED_GUIDANCE_CFG = 8.0
+
+_STEPS = re.compile(r"(?<![a-z0-9])(\d{1,2})[-_ ]?steps?(?![a-z])")
+_HYPER = re.compile(r"hyper[-_ ]?sd")
+_CFG_WORD = re.compile(r"(?<![a-z])cfg(?![a-z])")
+
+
+def model_profile(entry: ModelEntry, declared: str | None = None) -> Profile:
+    """The profile of `entry`: declared kind, else sidecar, else the folder's files, else its name."""
+    path = Path(entry.filename) if entry.source != "hub" else None
+    sidecar = _read_sidecar(path) if path is not None else {}
+    embedded = path is not None and _embedded_guidance(path)
+    names = _names(entry)
+    if declared:
+        kind, source = _check_kind(declared, "PICTALE_MODEL_KIND"), "declared"
+    elif sidecar.get("kind"):
+        kind, source = _check_kind(str(sidecar["kind"]), _sidecar_path(path).name), "sidecar"
+    elif path is not None and (embedded or _lcm_scheduler(path)):
+        kind, source = "lcm", "files"
+    elif found := _kind_from_name(names):
+        kind, source = found, "name"
+    else:
+        kind, source = STANDARD, "default"
+    profile = replace(_DEFAULTS[kind], source=source)
+    if kind == "lcm" and embedded:
+        profile = replace(profile, cfg_scale=_EMBEDDED_GUIDANCE_CFG)
+    if kind in ("lightning", "hyper", "lcm") and (m := _STEPS.search(names)):
+        profile = replace(profile, steps=max(1, int(m.group(1))))
+    if kind == "hyper" and _CFG_WORD.search(names):
+        profile = replace(profile, cfg_scale=5.0)
+    return _with_overrides(profile, sidecar)
+
+
+def _names(entry: ModelEntry) -> str:
+    """What name detection reads: model name, title without its hash, and the file or folder name (or hub id);
+    never the parent folders of a local path (a temp or home directory says nothing about the model)."""
+    last = entry.filename if entry.source == "hub" else Path(entry.filename).name
+    return " ".join((entry.model_name, entry.title.split(" [")[0], last)).lower()
+
+
+def _kind_from_name(names: str) -> str | None:
+    if "lcm" in names:
+        return "lcm"
+    if "turbo" in names:
+        return "turbo"
+    if "lightning" in names:
+        return "lightning"
+    # "hyper" alone is too common ("HyperRealism"); Hyper-SD names say hyper-sd or a step count.
+    if _HYPER.search(names) or ("hyper" in names and _STEPS.search(names)):
+        return "hyper"
+    if _STEPS.search(names):
+        return "lightning"  # a distilled "Nstep" model with no other hint: Euler, trailing, no CFG
+    return None
+
+
+def _check_kind(kind: str, where: str) -> str:
+    value = kind.strip().lower()
+    value = {"sd": STANDARD, "normal": STANDARD, "none": STANDARD, "hyper-sd": "hyper", "hypersd": "hyper"}.get(
+        value, value
+    )
+    if value not in KINDS:
+        log.warning("%s: unknown model kind %r (known: %s); treating it as standard", where, kind, ", ".join(KINDS))
+        return STANDARD
+    return value
+
+
+def _sidecar_path(path: Path) -> Path:
+    """`<stem>.pictale.json` beside a file, `<folder>.pictale.json` beside a folder."""
+    stem = path.name if path.is_dir() else path.stem
+    return path.parent / f"{stem}{SIDECAR_SUFFIX}"
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    sidecar = _sidecar_path(path)
+    if not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring %s: %s", sidecar, exc)
+        return {}
+    if not isinstance(data, dict):
+        log.warning("ignoring %s: not a JSON object", sidecar)
+        return {}
+    return data
+
+
+def _with_overrides(profile: Profile, sidecar: dict[str, Any]) -> Profile:
+    changes: dict[str, Any] = {}
+    try:
+        if sidecar.get("sampler"):
+            changes["sampler"] = str(sidecar["sampler"])
+        if sidecar.get("scheduler"):
+            changes["scheduler"] = str(sidecar["scheduler"])
+        if sidecar.get("steps") is not None:
+            changes["steps"] = max(1, int(sidecar["steps"]))
+        if sidecar.get("cfg_scale") is not None:
+            changes["cfg_scale"] = float(sidecar["cfg_scale"])
+        if sidecar.get("size") is not None:
+            changes["size"] = int(sidecar["size"])
+    except (TypeError, ValueError) as exc:
+        log.warning("ignoring a bad value in a model sidecar: %s", exc)
+        return profile
+    return replace(profile, **changes)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _lcm_scheduler(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    scheduler = _read_json(path / "scheduler" / "scheduler_config.json").get("_class_name")
+    index = _read_json(path / "model_index.json").get("scheduler")
+    return scheduler == "LCMScheduler" or (isinstance(index, list) and "LCMScheduler" in index)
+
+
+def _embedded_guidance(path: Path) -> bool:
+    """An LCM-distilled UNet takes the guidance scale as an embedding (`time_cond_proj_dim`)."""
+    return path.is_dir() and _read_json(path / "unet" / "config.json").get("time_cond_proj_dim") is not None
+
+
+def declared_kind(settings: Settings, entry: ModelEntry) -> str | None:
+    """`settings.model_kind` declares the start-up model (`settings.model`), or any model when none is named."""
+    if not settings.model_kind:
+        return None
+    wanted = (settings.model or "").strip()
+    if not wanted:
+        return settings.model_kind
+    if wanted.lower() == "tiny":
+        return settings.model_kind if entry.source == "tiny" else None
+    names = {entry.title, entry.model_name, entry.filename, Path(entry.filename).name, entry.title.split(" [")[0]}
+    if wanted in names or Path(wanted).expanduser().absolute() == Path(entry.filename):
+        return settings.model_kind
+    return None
+
+
+def profile_for(settings: Settings, entry: ModelEntry) -> Profile:
+    """The profile the server uses for `entry`, honouring `PICTALE_MODEL_KIND` for the start-up model."""
+    return model_profile(entry, declared_kind(settings, entry))
+
+
+def default_profile(kind: str = STANDARD) -> Profile:
+    """The defaults of a kind, detected from nothing: what a model without any hint gets."""
+    return _DEFAULTS[_check_kind(kind, "kind")]
+
+
+def default_size(profile: Profile, family: str | None) -> int:
+    """Default image side: the profile's, else 1024 for SDXL and 512 for the others."""
+    return profile.size or STANDARD_SIZES.get(family or "", 512)
+
+
+def apply_profile(spec_fields: dict[str, Any], profile: Profile, explicit: set[str]) -> dict[str, Any]:
+    """Fill sampler, scheduler, steps and cfg_scale (and width/height when the profile has a size) from the
+    profile wherever the client left them unset (not in `explicit`); returns a new dict."""
+    out = dict(spec_fields)
+    for name in PROFILE_FIELDS:
+        if name not in explicit:
+            out[name] = getattr(profile, name)
+    if profile.size is not None:
+        for name in ("width", "height"):
+            if name not in explicit:
+                out[name] = profile.size
+    return out
