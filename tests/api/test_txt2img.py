@@ -305,3 +305,21 @@ def test_extra_network_tags_stay_in_infotext_but_not_in_the_encoding(client):
     tagged = client.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "a photo of a cat <hypernet:none:1>"})
     assert info_of(tagged)["infotexts"][0].startswith("a photo of a cat <hypernet:none:1>\n")
     assert decode(tagged.json()["images"][0]).tobytes() == decode(plain).tobytes()
+
+
+def test_few_step_model_gets_its_defaults_on_the_a1111_route(tmp_path, tiny_models):
+    import json
+    import shutil
+
+    from tests.api.conftest import make_client
+
+    folder = tmp_path / "tiny-lcm"
+    shutil.copytree(tiny_models["sd15"], folder)
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "_class_name": "LCMScheduler"}))
+    with make_client(tmp_path / "data", {"sd15": folder}) as c:
+        r = c.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "seed": 1, "width": 64, "height": 64})
+        assert "Steps: 4, Sampler: LCM, CFG scale: 1.5" in info_of(r)["infotexts"][0]
+        # what the client sends wins (webuiapi always sends steps and a sampler)
+        r = c.post("/sdapi/v1/txt2img", json={**BASE, "sampler_name": "Euler a", "cfg_scale": 5})
+        assert "Steps: 2, Sampler: Euler a, CFG scale: 5.0" in info_of(r)["infotexts"][0]

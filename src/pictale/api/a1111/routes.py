@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -13,7 +14,10 @@ from pictale.api.a1111.schemas import Img2ImgRequest, PngInfoRequest, Txt2ImgReq
 from pictale.api.auth import require_auth
 from pictale.api.deps import owner, service, wait_for_job
 from pictale.core.images import decode_image
+from pictale.core.types import GenerationSpec
 from pictale.service.generation import GenerationService
+from pictale.service.previews import request_previews
+from pictale.service.profiles import apply_profile, profile_of_request
 from pictale.service.results import GenerationResult
 from pictale.storage.infotext import parse_infotext, read_infotext
 
@@ -28,7 +32,7 @@ def _response(result: GenerationResult, parameters: dict[str, Any], send_images:
 @router.post("/txt2img")
 async def txt2img(request: Request, body: Txt2ImgRequest = Body(default_factory=Txt2ImgRequest)) -> dict[str, Any]:
     svc = service(request)
-    spec = body.to_spec(svc.options)
+    spec = with_profile(svc, body.to_spec(svc.options), body.explicit())
     job = svc.submit(spec, owner=owner(request))
     result = await wait_for_job(request, job)
     _restore_overrides(svc, body)
@@ -38,11 +42,21 @@ async def txt2img(request: Request, body: Txt2ImgRequest = Body(default_factory=
 @router.post("/img2img")
 async def img2img(request: Request, body: Img2ImgRequest = Body(default_factory=Img2ImgRequest)) -> dict[str, Any]:
     svc = service(request)
-    spec = body.to_spec(svc.options, max_pixels=svc.settings.max_image_pixels)
+    spec = with_profile(svc, body.to_spec(svc.options, max_pixels=svc.settings.max_image_pixels), body.explicit())
     job = svc.submit(spec, owner=owner(request))
     result = await wait_for_job(request, job)
     _restore_overrides(svc, body)
     return _response(result, body.filled(), body.send_images is not False)
+
+
+def with_profile(svc: GenerationService, spec: GenerationSpec, explicit: set[str]) -> GenerationSpec:
+    """Few-step models (LCM, turbo, lightning, hyper) get their own sampler, steps and CFG where the client
+    sent none; A1111's defaults (50 steps, Euler, CFG 7) stay for ordinary models."""
+    profile, _ = profile_of_request(svc, spec.model)
+    if not profile.few_step:
+        return spec
+    fields = {name: getattr(spec, name) for name in ("sampler", "scheduler", "steps", "cfg_scale", "width", "height")}
+    return replace(spec, **apply_profile(fields, profile, explicit))
 
 
 def _restore_overrides(svc: GenerationService, body: Any) -> None:
@@ -87,11 +101,13 @@ async def progress(request: Request, skip_current_image: bool = False) -> dict[s
         "sampling_step": p.step,
         "sampling_steps": p.total,
     }
+    if not skip_current_image:
+        request_previews(job)  # someone watches: the job makes live previews from now on
     return {
         "progress": p.fraction,
         "eta_relative": job.eta,
         "state": state,
-        "current_image": None,
+        "current_image": None if skip_current_image else job.preview,
         "textinfo": None,
     }
 

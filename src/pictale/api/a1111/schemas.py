@@ -164,6 +164,16 @@ class GenerationRequest(_Tolerant):
                 data[key] = value
         return data
 
+    def explicit(self) -> set[str]:
+        """GenerationSpec fields the client set itself (a few-step model's defaults fill only the others)."""
+        sent = {k for k in self.model_fields_set if getattr(self, k) is not None}
+        out = {name for name in ("steps", "cfg_scale", "width", "height") if name in sent}
+        if sent & {"sampler_name", "sampler_index"}:
+            out |= {"sampler", "scheduler"}
+        if "scheduler" in sent:
+            out.add("scheduler")
+        return out
+
     def check_scripts(self) -> None:
         if self.script_name:
             raise ScriptNotFound(f"Selectable script not found: {self.script_name}", param="script_name")

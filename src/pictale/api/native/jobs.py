@@ -21,12 +21,11 @@ from pictale.api.deps import service
 from pictale.api.native.job_schemas import JobRequest
 from pictale.api.native.job_views import is_settled, job_json, job_state
 from pictale.core.errors import InvalidRequest, JobNotFound
-from pictale.core.types import ModelEntry, Principal
+from pictale.core.types import Principal
 from pictale.jobs.events import TERMINAL, JobEvent
 from pictale.jobs.queue import Job, JobState
 from pictale.service.files import FileStore
-from pictale.service.generation import GenerationService
-from pictale.service.profiles import Profile, default_profile, profile_for
+from pictale.service.profiles import profile_of_request
 from pictale.service.webhooks import WebhookSender
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -74,20 +73,11 @@ def webhooks(request: Request) -> WebhookSender:
     return sender
 
 
-def job_profile(svc: GenerationService, model: str | None) -> tuple[Profile, ModelEntry | None]:
-    """The profile of the model this job will run on: the request's, else the configured checkpoint."""
-    wanted = model or svc.options.get("sd_model_checkpoint")
-    entry = svc.catalog.find(str(wanted)) if wanted else svc.current_model
-    if entry is None:
-        return default_profile(), None
-    return profile_for(svc.settings, entry), entry
-
-
 @router.post("/jobs", status_code=202)
 def create_job(request: Request, caller: Caller, body: JobRequest) -> JSONResponse:
     """Queue a generation and answer at once with the job (state "queued"); follow it by GET, SSE or webhook."""
     svc = service(request)
-    profile, entry = job_profile(svc, body.model)
+    profile, entry = profile_of_request(svc, body.model)
     spec = body.to_spec(
         profile,
         family=entry.family if entry else None,
