@@ -133,3 +133,123 @@ def test_cancel_queued_and_running_jobs(client):
     steps.append(running.progress.step)
     assert running.state is JobState.CANCELLED
     assert steps[0] - seen <= 1  # stopped within one step, nothing decoded
+
+
+# -- live previews, sessions, merged batches ------------------------------------------------------------
+
+
+def _hold(svc) -> threading.Event:
+    """Keep the worker busy until the returned gate is set, so the next submissions queue up."""
+    gate = threading.Event()
+    blocker = svc.queue.submit(Job(work=lambda job: gate.wait(30), kind="test"))
+    while svc.queue.current is not blocker:
+        time.sleep(0.001)
+    return gate
+
+
+def _spec(**kw) -> GenerationSpec:
+    return GenerationSpec(**{"prompt": "a photo of a cat", "steps": 3, "width": 64, "height": 64, "seed": 1, **kw})
+
+
+def test_progress_shows_the_live_preview_of_the_running_job(client):
+    t, box = _post_in_thread(client, "/sdapi/v1/txt2img", LONG)
+    _wait_running(client)
+    deadline = time.time() + 30
+    while (p := client.get("/sdapi/v1/progress").json())["current_image"] is None and time.time() < deadline:
+        time.sleep(0.01)
+    image = decode(p["current_image"])  # every show_progress_every_n_steps (10) steps once someone polls
+    assert image.format == "PNG" and image.size == (64, 64)
+    assert client.get("/sdapi/v1/progress", params={"skip_current_image": True}).json()["current_image"] is None
+    client.post("/sdapi/v1/interrupt")
+    t.join(30)
+    assert box["response"].status_code == 200
+
+
+def test_previews_come_every_n_steps_only_to_those_who_asked(client):
+    svc = client.app.state.service
+    asked = svc.submit(_spec(steps=5), meta={"previews": 2})
+    plain = svc.submit(_spec(steps=5))
+    asked.future.result(30), plain.future.result(30)
+    steps = [(e.data["step"], "preview" in e.data) for e in asked.events.snapshot() if e.type == "step"]
+    assert steps == [(1, False), (2, True), (3, False), (4, True), (5, False)]
+    assert asked.preview is not None and decode(asked.preview).size == (64, 64)
+    assert not any("preview" in e.data for e in plain.events.snapshot()) and plain.preview is None
+
+
+def test_a_new_job_of_the_same_session_cancels_the_old_one(client):
+    svc = client.app.state.service
+    running = svc.submit(_spec(steps=150), owner="u1", session="scene")
+    while running.progress.step < 2:
+        time.sleep(0.001)
+    newer = svc.submit(_spec(), owner="u1", session="scene")
+    seen = running.progress.step
+    with pytest.raises(Exception, match="cancelled"):
+        running.future.result(10)
+    assert running.progress.step - seen <= 1 and newer.future.result(30).images
+
+    gate = _hold(svc)
+    queued = svc.submit(_spec(), owner="u1", session="next")
+    other_owner = svc.submit(_spec(), owner="u2", session="next")
+    latest = svc.submit(_spec(seed=2), owner="u1", session="next")
+    assert queued.state is JobState.CANCELLED and queued.started is None  # ended at once, never runs
+    gate.set()
+    assert other_owner.future.result(30).images and latest.future.result(30).images
+
+
+def test_queued_requests_run_as_one_batch_with_the_bytes_each_gets_alone(client):
+    svc = client.app.state.service
+    specs = [
+        _spec(prompt="a photo of a cat", seed=1, sampler="Euler a"),
+        _spec(prompt="a dog running", negative_prompt="blurry", seed=2, sampler="Euler a"),
+        _spec(prompt="a red chair", seed=3, batch_size=2, sampler="Euler a"),
+    ]
+    gate = _hold(svc)
+    jobs = [svc.submit(spec) for spec in specs]
+    gate.set()
+    merged = [job.future.result(30) for job in jobs]
+    assert all(e.data == {"batched": 3} for job in jobs for e in job.events.snapshot() if e.type == "started")
+    alone = [svc.generate(spec) for spec in specs]
+    for m, a in zip(merged, alone, strict=True):
+        assert m.images == a.images and m.infotexts == a.infotexts and m.seeds == a.seeds  # PNG bytes too
+
+
+def test_a_cancelled_job_leaves_its_batch_at_once(client):
+    svc = client.app.state.service
+    gate = _hold(svc)
+    jobs = [svc.submit(_spec(steps=30, seed=i)) for i in range(3)]
+    gate.set()
+    while jobs[1].progress.step < 2:
+        time.sleep(0.001)
+    jobs[1].cancel()
+    seen = jobs[1].progress.step
+    with pytest.raises(Exception, match="cancelled"):
+        jobs[1].future.result(10)
+    assert jobs[1].progress.step - seen <= 1
+    assert jobs[0].state is JobState.RUNNING and jobs[0].progress.step < 30  # the others go on
+    assert [len(jobs[i].future.result(30).images) for i in (0, 2)] == [1, 1]
+
+
+def test_interrupt_applies_to_the_running_batch(client):
+    svc = client.app.state.service
+    gate = _hold(svc)
+    jobs = [svc.submit(_spec(steps=150, seed=i)) for i in range(2)]
+    gate.set()
+    _wait_running(client, min_step=2)
+    assert client.post("/sdapi/v1/interrupt").json() == {}
+    results = [job.future.result(30) for job in jobs]
+    assert all(r.interrupted and len(r.images) == 1 for r in results)
+    assert max(job.progress.step for job in jobs) < 150
+
+
+def test_company_arriving_early_joins_the_run_and_every_image_is_as_alone(client):
+    svc = client.app.state.service
+    specs = [_spec(steps=24, seed=s, prompt=p) for s, p in [(1, "a photo of a cat"), (2, "a dog"), (3, "a tree")]]
+    first = svc.submit(specs[0])
+    while first.progress.step < 1:
+        time.sleep(0.001)
+    later = [svc.submit(spec) for spec in specs[1:]]  # within the first quarter of its steps: it starts over
+    merged = [job.future.result(60) for job in (first, *later)]
+    assert [e.type for e in first.events.snapshot()].count("started") == 1
+    assert all(e.data == {"batched": 3} for job in later for e in job.events.snapshot() if e.type == "started")
+    alone = [svc.generate(spec) for spec in specs]
+    assert [m.images for m in merged] == [a.images for a in alone]

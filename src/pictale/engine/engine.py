@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
@@ -19,14 +20,26 @@ from PIL import Image
 
 from pictale.core.errors import JobCancelled, ModelLoadError
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
-from pictale.engine import models, samplers
+from pictale.engine import models, previews, samplers
 from pictale.engine.adapters import AvatarAdapters, JobAdapters
+from pictale.engine.batching import (
+    BatchItem,
+    GroupState,
+    check_batchable,
+    row_groups,
+    split_batch,
+    steady_vae_layout,
+)
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
+from pictale.engine.previews import watch_x0
 from pictale.engine.text_encoding import encode_prompts
 
 log = logging.getLogger(__name__)
 
 EMBED_CACHE_SIZE = 64
+_IP_ROWS = 1
+"""IP-Adapter embeds are passed for one prompt: diffusers (0.42) repeats them for each prompt of the call itself.
+With a row per prompt, a batch of n got n*n rows, which the attention folds into n times the image tokens."""
 
 
 @dataclass
@@ -42,6 +55,12 @@ class RunControl:
     skipped: Callable[[], bool] = lambda: False
     """True: A1111 skip: end this batch early (decoded) and go on with the next one."""
     clear_skip: Callable[[], None] = lambda: None
+    on_latents: Callable[[int, Any], None] | None = None
+    """(step, latents) before `on_step`: the sampler's current estimate of the final latents ([images, 4, h, w],
+    its x0 prediction when it has one), for previews. Read them, never change them."""
+    on_cancelled: Callable[[], None] | None = None
+    """In a merged batch: called once when this request is cancelled while the others go on (its images are
+    dropped); a request alone just ends with JobCancelled."""
 
 
 @dataclass
@@ -105,6 +124,7 @@ class Engine:
         self.unload()
         pipe = models.load_pipeline(entry, device=self.device, dtype=self.dtype)
         pipe.set_progress_bar_config(disable=True)
+        steady_vae_layout(pipe.vae)
         self._pipe = pipe
         self._variants = {Mode.TXT2IMG: pipe}
         self._base_scheduler_config = dict(pipe.scheduler.config)
@@ -192,6 +212,101 @@ class Engine:
                 control.clear_skip()
         return EngineResult(images, done_seeds, done_subseeds, interrupted)
 
+    @property
+    def batches_identically(self) -> bool:
+        """True where merged batches are verified bit-identical to lone runs: float32 on the CPU."""
+        return self.device == "cpu" and self.dtype == torch.float32
+
+    def generate_batch(self, items: list[BatchItem]) -> list[EngineResult | BaseException]:
+        """Several txt2img requests that differ only in prompts and seeds, in as few pipeline calls as possible.
+
+        Each image is bit-identical to its request run alone (see `engine.batching`); requests whose prompt
+        embeddings have another length run in another call, and all run alone under a sampler seeded for the
+        whole call. Returns, per request, its result or what ended it (JobCancelled when it was cancelled while
+        the others went on).
+        """
+        if self._pipe is None:
+            raise ModelLoadError("no model is loaded")
+        spec = items[0].spec
+        for item in items[1:]:
+            check_batchable(spec, item.spec)
+        self._job = self._adapters.apply(self._pipe, self.family, spec.avatars)
+        if self._job.poses:
+            pipe = self._adapters.controlnet_pipeline(self._pipe, self.family, spec.mode, len(self._job.poses))
+        else:
+            pipe = self._pipeline(spec.mode)
+        self._set_tiling(spec.tiling)
+        embeds = [self._encode(item.prompts, item.negatives, spec.clip_skip) for item in items]
+        # One Brownian noise sampler seeded for the whole call (DPM++ SDE) would draw other noise per image.
+        shared_noise = "noise_sampler_seed" in self._make_scheduler(spec, items[0].seeds).config
+        groups: dict[tuple, list[int]] = {}
+        for i, e in enumerate(embeds):
+            key = (i,) if shared_noise else tuple(e["prompt_embeds"].shape[1:])
+            groups.setdefault(key, []).append(i)
+        results: list[EngineResult | BaseException] = [JobCancelled("cancelled")] * len(items)
+        for members in groups.values():
+            if len(members) == 1:
+                results[members[0]] = self._alone(items[members[0]])
+                continue
+            try:
+                outs = self._run_group(pipe, [items[i] for i in members], [embeds[i] for i in members])
+            except Exception as exc:  # the whole call failed: so did each request of it
+                outs = [exc] * len(members)
+            for i, out in zip(members, outs, strict=True):
+                results[i] = out
+        return results
+
+    def _alone(self, item: BatchItem) -> EngineResult | BaseException:
+        try:
+            return self.generate(item.spec, item.prompts, item.negatives, item.seeds, item.subseeds, item.control)
+        except Exception as exc:  # reported per request
+            return exc
+
+    def _make_scheduler(self, spec: GenerationSpec, seeds: list[int]):
+        return samplers.make_scheduler(self._base_scheduler_config, spec.sampler, spec.scheduler, seed=seeds[0])
+
+    def _run_group(self, pipe, items: list[BatchItem], embeds: list[dict]) -> list[EngineResult | BaseException]:
+        """One pipeline call for `items`; per-request work as each request's own call would do it."""
+        spec = items[0].spec
+        sizes = [item.size for item in items]
+        cfg = _uses_cfg(pipe, spec.cfg_scale)
+        pipe.scheduler = self._make_scheduler(spec, items[0].seeds)
+        kwargs: dict = {k: torch.cat([e[k] for e in embeds]) for k in embeds[0]}
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for item in items for s in item.seeds]
+        kwargs.update(num_inference_steps=spec.steps, guidance_scale=spec.cfg_scale, generator=gens)
+        kwargs.update(width=spec.width, height=spec.height)
+        kwargs.update(self._job.ip_kwargs(_IP_ROWS, cfg, self.device, self.dtype))
+        kwargs.update(self._job.control_kwargs(spec.mode, spec.width, spec.height))
+        watch = any(item.control.on_latents is not None for item in items)
+        x0 = watch_x0(pipe.scheduler) if watch else None
+        state = GroupState(items, sizes)
+        kwargs["callback_on_step_end"] = state.callback(spec.steps, x0)
+        kwargs["output_type"] = "pil"
+        denoisers = [m for m in (pipe.unet, getattr(pipe, "controlnet", None)) if m is not None]
+        with (
+            torch.inference_mode(),
+            split_batch(denoisers, row_groups(sizes, cfg)),
+            split_batch([pipe.vae], row_groups(sizes, False)),
+        ):
+            out = pipe(**kwargs)
+        images = list(out.images)
+        interrupted = any(item.control.interrupted() for item in items)
+        results: list[EngineResult | BaseException] = []
+        start = 0
+        for k, item in enumerate(items):
+            if state.stopped:
+                item.control.clear_skip()
+            if k in state.dropped:
+                results.append(JobCancelled("cancelled"))
+            else:
+                results.append(EngineResult(images[start : start + item.size], item.seeds, item.subseeds, interrupted))
+            start += item.size
+        return results
+
+    def previews(self, latents: torch.Tensor, width: int, height: int) -> list[str]:
+        """Cheap base64 PNG previews of latents from `RunControl.on_latents` (empty when the family has none)."""
+        return previews.preview_pngs(latents, self.family, width, height)
+
     def _run_batch(
         self, pipe, spec, prompts, negatives, seeds, subseeds, control, batch_no, init_images, masks
     ) -> tuple[list[Image.Image], bool]:
@@ -199,7 +314,7 @@ class Engine:
         embeds = self._encode(prompts, negatives, spec.clip_skip)
         kwargs: dict = dict(embeds)
         kwargs.update(num_inference_steps=spec.steps, guidance_scale=spec.cfg_scale, generator=gens)
-        kwargs.update(self._job.ip_kwargs(len(prompts), _uses_cfg(pipe, spec.cfg_scale), self.device, self.dtype))
+        kwargs.update(self._job.ip_kwargs(_IP_ROWS, _uses_cfg(pipe, spec.cfg_scale), self.device, self.dtype))
         hires = spec.hires if spec.mode is Mode.TXT2IMG else None
         passes = 2 if hires else 1
         if spec.mode is Mode.TXT2IMG:
@@ -221,7 +336,8 @@ class Engine:
                 kwargs.update(self._job.control_kwargs(spec.mode, *init_images[0].size))
         stopped = {"early": False}
         job_count = spec.n_iter * passes
-        kwargs["callback_on_step_end"] = self._callback(control, total, batch_no * passes, job_count, stopped)
+        x0 = watch_x0(pipe.scheduler) if control.on_latents is not None else None
+        kwargs["callback_on_step_end"] = self._callback(control, total, batch_no * passes, job_count, stopped, x0)
         kwargs["output_type"] = "latent" if hires else "pil"
         with torch.inference_mode():
             out = pipe(**kwargs)
@@ -258,8 +374,9 @@ class Engine:
             return images, False
         steps, total = _img2img_steps(hires.second_pass_steps or spec.steps, strength)
         stopped = {"early": False}
+        x0 = watch_x0(i2i.scheduler) if control.on_latents is not None else None
         # The IP-Adapter lives on the shared UNet and needs its embeds here too; ControlNet is skipped.
-        ip = self._job.ip_kwargs(len(prompts), _uses_cfg(i2i, spec.cfg_scale), self.device, self.dtype)
+        ip = self._job.ip_kwargs(_IP_ROWS, _uses_cfg(i2i, spec.cfg_scale), self.device, self.dtype)
         with torch.inference_mode():
             out = i2i(
                 **embeds,
@@ -269,7 +386,7 @@ class Engine:
                 num_inference_steps=steps,
                 guidance_scale=spec.cfg_scale,
                 generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
-                callback_on_step_end=self._callback(control, total, batch_no * 2 + 1, spec.n_iter * 2, stopped),
+                callback_on_step_end=self._callback(control, total, batch_no * 2 + 1, spec.n_iter * 2, stopped, x0),
                 output_type="pil",
             )
         return list(out.images), stopped["early"]
@@ -289,15 +406,19 @@ class Engine:
         return embeds
 
     @staticmethod
-    def _callback(control: RunControl, total: int, job_no: int, job_count: int, stopped: dict):
+    def _callback(control: RunControl, total: int, job_no: int, job_count: int, stopped: dict, x0: dict | None):
         def on_step_end(p, i, t, cb_kwargs):
             if control.cancelled():
                 raise JobCancelled("cancelled")
             if control.interrupted() or control.skipped():
                 stopped["early"] = True
                 p._interrupt = True
+            step = min(i + 1, total)
+            if control.on_latents is not None:
+                latents = x0.pop("x0", None) if x0 is not None else None
+                control.on_latents(step, latents if latents is not None else cb_kwargs.get("latents"))
             if control.on_step is not None:
-                control.on_step(min(i + 1, total), total, job_no, job_count)
+                control.on_step(step, total, job_no, job_count)
             return {}
 
         return on_step_end

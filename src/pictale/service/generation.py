@@ -19,10 +19,12 @@ from pictale.core.images import (
     to_rgb,
 )
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
-from pictale.jobs.queue import Job, JobQueue
+from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
 from pictale.service.avatars import OwnerResolver, avatar_infotext
+from pictale.service.batching import batch_key
 from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog
+from pictale.service.previews import LivePreviews, preview_every
 from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
 from pictale.service.styles import StyleStore
 from pictale.storage.infotext import encode_image
@@ -48,7 +50,7 @@ class GenerationService:
 
     def __init__(self, settings: Settings, engine: Any | None = None) -> None:
         self.settings = settings
-        self.queue = JobQueue(settings.queue_size)
+        self.queue = JobQueue(settings.queue_size, batch_max=settings.batch_max)
         self.catalog = ModelCatalog(settings)
         self.styles = StyleStore(settings.data_dir / "styles.csv")
         self._engine = engine
@@ -78,6 +80,8 @@ class GenerationService:
         self.catalog.refresh()
         entry = self._startup_entry()
         self.switch_model(entry.title)
+        if not getattr(self.engine, "batches_identically", False):
+            self.queue.batch_max = 1  # merged images are only verified bit-identical to lone ones there
         return entry
 
     def stop(self) -> None:
@@ -152,12 +156,26 @@ class GenerationService:
     def submit(
         self, spec: GenerationSpec, *, owner: str | None = None, session: str | None = None, meta: dict | None = None
     ) -> Job:
-        """Validate, resolve avatar tokens for `owner`, and queue; the job's future yields a GenerationResult."""
+        """Validate, resolve avatar tokens for `owner`, and queue; the job's future yields a GenerationResult.
+
+        `session`: a new job of the same owner and session cancels the older one, queued or running (a chat
+        that moved on never waits for a stale picture). `meta` stays with the job; `meta["previews"]` (True,
+        or a number of steps) asks for live previews in its "step" events.
+        """
         spec = self.normalize(self.styles.apply(spec))
         spec, texts = self.compile(spec, owner or LOCAL_OWNER)
+        key = batch_key(spec)
         job = Job(
-            work=lambda job: self._generate(spec, job, texts), owner=owner, session=session, meta=dict(meta or {})
+            work=lambda job: self._generate(spec, job, texts),
+            owner=owner,
+            session=session,
+            meta=dict(meta or {}),
+            batch=Batchable(key, self._generate_batch, spec.total_images, (spec, texts)) if key is not None else None,
         )
+        if session is not None:
+            for old in self.queue.jobs():
+                if old.session == session and old.owner == owner and old.kind == "generate" and old.finished is None:
+                    old.cancel()
         self.queue.submit(job)
         self.last_job = job
         return job
@@ -251,32 +269,76 @@ class GenerationService:
         return seeds, subseeds
 
     def _generate(self, spec: GenerationSpec, job: Job, texts: PromptTexts) -> GenerationResult:
-        from pictale.engine.engine import RunControl
+        self._load_for(spec)
+        job.check_cancelled()
+        seeds, subseeds = self.resolve_seeds(spec)
+        init_images, masks, overlay = self._prepare_images(spec, seeds)
+        control = self._control(job, spec)
+        # Avatar and extra-network tags stay in the infotext (as in A1111) but never reach the text encoder.
+        out = self.engine.generate(spec, texts.prompts, texts.negatives, seeds, subseeds, control, init_images, masks)
+        return self._result(spec, texts, out, overlay)
 
+    def _generate_batch(self, jobs: list[Job]) -> list[Any]:
+        """Jobs with equal batch keys as one engine call; per job its result or the exception that ended it."""
+        from pictale.engine.batching import BatchItem
+
+        specs = [job.batch.payload for job in jobs]
+        self._load_for(specs[0][0])
+        items = []
+        for job, (spec, texts) in zip(jobs, specs, strict=True):
+            seeds, subseeds = self.resolve_seeds(spec)
+            control = self._control(job, spec, on_cancelled=job.end_cancelled)
+            items.append(BatchItem(spec, texts.prompts, texts.negatives, seeds, subseeds, control))
+        results: list[Any] = []
+        for (spec, texts), out in zip(specs, self.engine.generate_batch(items), strict=True):
+            try:
+                results.append(out if isinstance(out, BaseException) else self._result(spec, texts, out, None))
+            except Exception as exc:  # one job's result failed to build: only that job fails
+                results.append(exc)
+        return results
+
+    def _load_for(self, spec: GenerationSpec) -> None:
         # A per-request override loads its checkpoint for this job only; the next job without one goes
         # back to the configured checkpoint, as A1111 does.
         wanted = spec.model or self.options.get("sd_model_checkpoint")
         if wanted:
             self._ensure_loaded(self.catalog.find(wanted))
-        job.check_cancelled()
-        prompts, negatives = texts.shown_prompts, texts.shown_negatives
-        seeds, subseeds = self.resolve_seeds(spec)
-        init_images, masks, overlay = self._prepare_images(spec, seeds)
-        control = RunControl(
-            on_step=job.report,
+
+    def _control(self, job: Job, spec: GenerationSpec, on_cancelled=None):
+        from pictale.engine.engine import RunControl
+
+        def render(latents) -> str | None:
+            make = getattr(self.engine, "previews", None)  # stand-in engines of tests may have none
+            pngs = make(latents, spec.width, spec.height) if make is not None else []
+            return pngs[0] if pngs else None
+
+        live = LivePreviews(
+            job,
+            lambda: preview_every(job, self.settings.preview_every, self.options),
+            render,
+            self._regroup if job.batch is not None else None,
+        )
+        return RunControl(
+            on_step=live.on_step,
             cancelled=lambda: job.cancelled,
             interrupted=lambda: job.interrupted,
             skipped=lambda: job.skipped,
             clear_skip=job.clear_skip,
+            on_latents=live.on_latents,
+            on_cancelled=on_cancelled,
         )
-        # Avatar and extra-network tags stay in the infotext (as in A1111) but never reach the text encoder.
-        out = self.engine.generate(spec, texts.prompts, texts.negatives, seeds, subseeds, control, init_images, masks)
+
+    def _regroup(self, step: int, total: int) -> bool:
+        """Early in a run (its first quarter), start over when compatible requests came in since it started."""
+        return step <= max(1, total // 4) and self.queue.should_regroup()
+
+    def _result(self, spec: GenerationSpec, texts: PromptTexts, out, overlay) -> GenerationResult:
+        """Infotexts and encoded images of an engine result (the same for a job alone or in a batch)."""
+        prompts, negatives = texts.shown_prompts, texts.shown_negatives
         images = out.images
         if overlay is not None:
-            images = [
-                overlay_result(original, img, overlay[1], overlay[2])
-                for original, img in zip(overlay[0], images, strict=False)
-            ]
+            originals, soft, crop = overlay  # each output goes back over its own source image
+            images = [overlay_result(originals[i], img, soft, crop) for i, img in enumerate(images)]
         model = self.engine.entry
         extra = dict(spec.extra.get("infotext_extra") or {})
         if spec.hires is not None:

@@ -234,6 +234,16 @@ def profile_for(settings: Settings, entry: ModelEntry) -> Profile:
     return model_profile(entry, declared_kind(settings, entry))
 
 
+def profile_of_request(service: Any, model: str | None = None) -> tuple[Profile, ModelEntry | None]:
+    """For any entry point: the profile of the model a request will run on (its `model`, else the configured
+    checkpoint, else the loaded one) and that model's entry; ModelNotFound (404) for an unknown name."""
+    wanted = model or service.options.get("sd_model_checkpoint")
+    entry = service.catalog.find(str(wanted)) if wanted else service.current_model
+    if entry is None:
+        return default_profile(), None
+    return profile_for(service.settings, entry), entry
+
+
 def default_profile(kind: str = STANDARD) -> Profile:
     """The defaults of a kind, detected from nothing: what a model without any hint gets."""
     return _DEFAULTS[_check_kind(kind, "kind")]

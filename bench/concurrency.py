@@ -1,0 +1,199 @@
+"""Throughput and latency under concurrent clients, with and without merged batches.
+
+A live `pictale serve` on the tiny SD 1.5 model (64 px, 4 steps, Euler, CFG 7) gets `POST /sdapi/v1/txt2img`
+from 4 and 8 client threads (httpx, each sending its next request when the last one answered), and the same
+requests one by one; then again with batching off (PICTALE_BATCH_MAX=1). The reference is a direct diffusers
+call generating the whole batch (StableDiffusionPipeline on the same folder, 4 prompts, per-image
+generators), measured in each round just before the server rows. Prints medians over the rounds: images/s,
+the ratio to the direct batch of 4, and p50/p95 request latency.
+
+    .venv/bin/python bench/concurrency.py [--requests 64] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx
+import torch
+from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+from pictale.engine.tiny import write_tiny_models
+
+SIZE, STEPS, CFG = 64, 4, 7.0
+PROMPTS = [
+    "a photo of a cat",
+    "a dog running in a park",
+    "a red chair in a room",
+    "a tree on a hill",
+    "an old man with a hat",
+    "a castle at sunset",
+    "a blue car on a road",
+    "a bowl of fruit",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, data: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "pictale", "serve", "--model", str(model), "--data-dir", str(data)]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(base + "/sdapi/v1/options", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def body(i: int) -> dict:
+    return {
+        "prompt": PROMPTS[i % len(PROMPTS)],
+        "steps": STEPS,
+        "width": SIZE,
+        "height": SIZE,
+        "cfg_scale": CFG,
+        "sampler_name": "Euler",
+        "seed": 1000 + i,
+    }
+
+
+def drive(base: str, clients: int, requests: int) -> tuple[float, list[float]]:
+    """`requests` txt2img spread over `clients` threads; (images/s, per-request latencies)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def client() -> None:
+        with httpx.Client(base_url=base, timeout=600) as http:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                http.post("/sdapi/v1/txt2img", json=body(i)).raise_for_status()
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return requests / (time.perf_counter() - t0), latencies
+
+
+class DirectBatch:
+    """A plain diffusers pipeline generating `batch` images per call, per-image generators."""
+
+    def __init__(self, model: Path) -> None:
+        self.pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.config = dict(self.pipe.scheduler.config)
+        self.calls = 0
+
+    def run(self, batch: int) -> None:
+        k = self.calls
+        self.calls += 1
+        self.pipe.scheduler = EulerDiscreteScheduler.from_config(self.config)
+        self.pipe(
+            [PROMPTS[(k + j) % len(PROMPTS)] for j in range(batch)],
+            num_inference_steps=STEPS,
+            width=SIZE,
+            height=SIZE,
+            guidance_scale=CFG,
+            generator=[torch.Generator("cpu").manual_seed(k * batch + j) for j in range(batch)],
+        )
+
+    def rate(self, batch: int, images: int) -> float:
+        """Images/s over about `images` images."""
+        self.run(batch)
+        calls = max(2, images // batch)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            self.run(batch)
+        return calls * batch / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=64, help="requests per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; the machine's noise hits every row alike")
+    args = ap.parse_args()
+    n = args.requests
+    configs = [("batching", {}), ("no batching", {"PICTALE_BATCH_MAX": "1"})]
+    rates: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    latencies: dict[str, list[float]] = {}
+    direct4: list[float] = []
+    direct8: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = write_tiny_models(Path(tmp) / "tiny")["sd15"]
+        direct = DirectBatch(model)
+        servers = []
+        for i, (label, env) in enumerate(configs):
+            servers.append((label, *start_server(model, Path(tmp) / f"data-{i}", **env)))
+        try:
+            for _, _, base in servers:
+                drive(base, 4, 16)  # warm up: model, caches, thread pools
+            for _ in range(args.rounds):
+                d4 = direct.rate(4, n)
+                direct4.append(d4)
+                direct8.append(direct.rate(8, n))
+                for label, _, base in servers:
+                    for clients in (1, 4, 8):
+                        row = f"{label}, {clients} client{'s' if clients > 1 else ''}"
+                        rate, lat = drive(base, clients, n)
+                        rates.setdefault(row, []).append(rate)
+                        ratios.setdefault(row, []).append(rate / d4)
+                        latencies.setdefault(row, []).extend(lat)
+        finally:
+            for _, proc, _ in servers:
+                proc.terminate()
+                proc.wait(20)
+    med = statistics.median
+    print(f"tiny SD 1.5, {SIZE} px, {STEPS} steps, CFG {CFG}, Euler; {n} requests per row and round; ", end="")
+    print(f"{args.rounds} rounds (medians); {os.cpu_count()} CPUs")
+    print(f"direct diffusers batch of 4: {med(direct4):6.1f} images/s   batch of 8: {med(direct8):6.1f} images/s")
+    print(f"{'server':28} {'images/s':>9} {'/direct4':>9} {'p50 ms':>8} {'p95 ms':>8}")
+    for row, values in rates.items():
+        lat = latencies[row]
+        print(f"{row:28} {med(values):9.1f} {med(ratios[row]):9.2f} {med(lat) * 1000:8.0f} {pct(lat, 95) * 1000:8.0f}")
+    by = {row: med(v) for row, v in rates.items()}
+    for clients in ("4 clients", "8 clients"):
+        gain = by[f"batching, {clients}"] / by[f"no batching, {clients}"]
+        print(f"batching vs no batching, {clients}: {gain:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
