@@ -166,13 +166,15 @@ def main() -> None:
         try:
             for _, _, base in servers:
                 drive(base, 4, 16)  # warm up: model, caches, thread pools
-            for _ in range(args.rounds):
+            for r in range(args.rounds):
                 d4 = direct.rate(4, n)
                 direct4.append(d4)
                 direct8.append(direct.rate(8, n))
-                for label, _, base in servers:
+                time.sleep(1)  # let the direct call's spinning OpenMP threads go idle before the servers run
+                for label, _, base in servers if r % 2 == 0 else servers[::-1]:
                     for clients in (1, 4, 8):
                         row = f"{label}, {clients} client{'s' if clients > 1 else ''}"
+                        time.sleep(0.5)  # the previous row's threads go idle
                         rate, lat = drive(base, clients, n)
                         rates.setdefault(row, []).append(rate)
                         ratios.setdefault(row, []).append(rate / d4)
