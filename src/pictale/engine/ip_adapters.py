@@ -244,10 +244,11 @@ class IPAdapterSlots:
 def batch_embeds(
     pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], batch: int, cfg: bool, device, dtype
 ) -> list[torch.Tensor]:
-    """`ip_adapter_image_embeds` for a call with `batch` prompts: per slot [2*batch or batch, images, ...].
+    """`ip_adapter_image_embeds` with `batch` rows per half: per slot [2*batch or batch, images, ...].
 
-    With CFG the pipeline splits each tensor in halves (negatives first, like its prompt embeds) and does not
-    repeat it per prompt, so every prompt of the batch needs its own row here.
+    With CFG the pipeline splits each tensor in halves (negatives first, like its prompt embeds). diffusers 0.42
+    repeats the embeds once per prompt itself, so the engine asks for one row (`batch=1`); more rows would give
+    each prompt duplicated image tokens.
     """
     out = []
     for pos, neg in pairs:
