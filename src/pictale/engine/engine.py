@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,14 @@ from pictale.engine.batching import (
 )
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
+from pictale.engine.runtime import (
+    cuda_memory,
+    img2img_steps,
+    pick_device,
+    pick_dtype,
+    uses_cfg,
+    variation_latents,
+)
 from pictale.engine.text_encoding import encode_prompts
 
 log = logging.getLogger(__name__)
@@ -69,22 +76,6 @@ class EngineResult:
     seeds: list[int]
     subseeds: list[int]
     interrupted: bool = False
-
-
-def pick_device(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(setting: str, device: str) -> torch.dtype:
-    if setting == "auto":
-        return torch.float16 if device in ("cuda", "mps") else torch.float32
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[setting]
 
 
 class Engine:
@@ -269,7 +260,7 @@ class Engine:
         """One pipeline call for `items`; per-request work as each request's own call would do it."""
         spec = items[0].spec
         sizes = [item.size for item in items]
-        cfg = _uses_cfg(pipe, spec.cfg_scale)
+        cfg = uses_cfg(pipe, spec.cfg_scale)
         pipe.scheduler = self._make_scheduler(spec, items[0].seeds)
         kwargs: dict = {k: torch.cat([e[k] for e in embeds]) for k in embeds[0]}
         gens = [torch.Generator("cpu").manual_seed(int(s)) for item in items for s in item.seeds]
@@ -314,7 +305,7 @@ class Engine:
         embeds = self._encode(prompts, negatives, spec.clip_skip)
         kwargs: dict = dict(embeds)
         kwargs.update(num_inference_steps=spec.steps, guidance_scale=spec.cfg_scale, generator=gens)
-        kwargs.update(self._job.ip_kwargs(_IP_ROWS, _uses_cfg(pipe, spec.cfg_scale), self.device, self.dtype))
+        kwargs.update(self._job.ip_kwargs(_IP_ROWS, uses_cfg(pipe, spec.cfg_scale), self.device, self.dtype))
         hires = spec.hires if spec.mode is Mode.TXT2IMG else None
         passes = 2 if hires else 1
         if spec.mode is Mode.TXT2IMG:
@@ -322,12 +313,12 @@ class Engine:
             kwargs.update(self._job.control_kwargs(spec.mode, spec.width, spec.height))
             total = spec.steps
             if spec.subseed_strength > 0:
-                kwargs["latents"] = self._variation_latents(pipe, spec, seeds, subseeds)
+                kwargs["latents"] = variation_latents(pipe, spec, seeds, subseeds).to(self.device, self.dtype)
         else:
             strength = spec.denoising_strength
             if strength <= 0:
                 return list(init_images), False  # nothing to denoise: the prepared init images as they are
-            steps, total = _img2img_steps(spec.steps, strength)
+            steps, total = img2img_steps(spec.steps, strength)
             kwargs.update(image=init_images, strength=strength, num_inference_steps=steps)
             if spec.mode is Mode.INPAINT:
                 kwargs.update(mask_image=masks, width=spec.width, height=spec.height)
@@ -372,11 +363,11 @@ class Engine:
         if strength <= 0:
             images = image if isinstance(image, list) else decode_latents(self._pipe, image)
             return images, False
-        steps, total = _img2img_steps(hires.second_pass_steps or spec.steps, strength)
+        steps, total = img2img_steps(hires.second_pass_steps or spec.steps, strength)
         stopped = {"early": False}
         x0 = watch_x0(i2i.scheduler) if control.on_latents is not None else None
         # The IP-Adapter lives on the shared UNet and needs its embeds here too; ControlNet is skipped.
-        ip = self._job.ip_kwargs(_IP_ROWS, _uses_cfg(i2i, spec.cfg_scale), self.device, self.dtype)
+        ip = self._job.ip_kwargs(_IP_ROWS, uses_cfg(i2i, spec.cfg_scale), self.device, self.dtype)
         with torch.inference_mode():
             out = i2i(
                 **embeds,
@@ -423,18 +414,6 @@ class Engine:
 
         return on_step_end
 
-    def _variation_latents(self, pipe, spec, seeds, subseeds) -> torch.Tensor:
-        """A1111's variation seed: spherical interpolation between the seed's and the subseed's noise."""
-        channels = pipe.unet.config.in_channels
-        factor = pipe.vae_scale_factor
-        shape = (1, channels, spec.height // factor, spec.width // factor)
-        out = []
-        for seed, sub in zip(seeds, subseeds, strict=True):
-            a = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed)))
-            b = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(sub)))
-            out.append(_slerp(spec.subseed_strength, a, b))
-        return torch.cat(out).to(self.device, self.dtype)
-
     def _set_tiling(self, tiling: bool) -> None:
         """Seamless tiling as A1111 does it: circular padding on every conv of the UNet and VAE."""
         if tiling == self._tiling:
@@ -448,42 +427,5 @@ class Engine:
     # -- diagnostics --------------------------------------------------------------------------------
 
     def memory(self) -> dict:
-        """CUDA memory numbers in A1111's `/memory` shape (zeros without CUDA)."""
-        if not torch.cuda.is_available():
-            return {"error": "cuda not available"}
-        free, total = torch.cuda.mem_get_info()
-        stats = torch.cuda.memory_stats()
-
-        def pair(key: str) -> dict:
-            return {"current": stats.get(f"{key}.all.current", 0), "peak": stats.get(f"{key}.all.peak", 0)}
-
-        return {
-            "system": {"free": free, "used": total - free, "total": total},
-            "active": pair("active_bytes"),
-            "allocated": pair("allocated_bytes"),
-            "reserved": pair("reserved_bytes"),
-            "inactive": pair("inactive_split_bytes"),
-            "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
-        }
-
-
-def _uses_cfg(pipe, cfg_scale: float) -> bool:
-    """diffusers' do_classifier_free_guidance, known before the call (IP-Adapter embeds depend on it)."""
-    return cfg_scale > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
-
-
-def _img2img_steps(steps: int, strength: float) -> tuple[int, int]:
-    """(num_inference_steps, steps that run): diffusers and A1111 run int(steps * strength) steps; at least 1."""
-    steps = max(steps, math.ceil(1 / strength))
-    return steps, max(1, min(steps, int(steps * strength)))
-
-
-def _slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    low_norm = low / torch.norm(low, dim=1, keepdim=True)
-    high_norm = high / torch.norm(high, dim=1, keepdim=True)
-    dot = (low_norm * high_norm).sum(1)
-    if dot.mean() > 0.9995:
-        return low * (1 - val) + high * val
-    omega = torch.acos(dot)
-    so = torch.sin(omega)
-    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high
+        """CUDA memory numbers in A1111's `/memory` shape."""
+        return cuda_memory()
