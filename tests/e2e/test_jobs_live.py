@@ -3,49 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
+from tests.e2e.live import iter_server
+
 LONG = {"prompt": "x", "seed": 3, "width": 64, "height": 64, "steps": 5000}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tiny_models):
     data = tmp_path_factory.mktemp("live-jobs")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PICTALE_MAX_STEPS": "5000"}
-    cmd = [sys.executable, "-m", "pictale", "serve", "--model", str(tiny_models["sd15"])]
-    cmd += ["--data-dir", str(data), "--port", str(port)]
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError((data / "server.log").read_text())
-        try:
-            if httpx.get(url + "/v1/jobs", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError("server did not start: " + (data / "server.log").read_text())
-    yield url
-    proc.terminate()
-    proc.wait(20)
+    for server in iter_server(data, str(tiny_models["sd15"]), env={"PICTALE_MAX_STEPS": "5000"}, ready="/v1/jobs"):
+        yield server["base"]
 
 
 def _events(response: httpx.Response):

@@ -4,51 +4,22 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import openai
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.e2e.live import iter_server
+
 FAST = {"steps": 3}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("openai-live")
-    port = _free_port()
     # previews every step, so a streamed run has previews to send as partial images
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PICTALE_PREVIEW_EVERY": "1", "PICTALE_MAX_BATCH_IMAGES": "6"}
-    cmd = [sys.executable, "-m", "pictale", "serve", "--model", "tiny", "--data-dir", str(data), "--port", str(port)]
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError((data / "server.log").read_text())
-        try:
-            if httpx.get(base + "/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError("server did not start: " + (data / "server.log").read_text())
-    yield {"port": port, "base": base, "log": data / "server.log"}
-    proc.terminate()
-    proc.wait(20)
+    env = {"PICTALE_PREVIEW_EVERY": "1", "PICTALE_MAX_BATCH_IMAGES": "6"}
+    yield from iter_server(tmp_path_factory.mktemp("openai-live"), "tiny", env=env, ready="/v1/models")
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,11 +13,7 @@ import pytest
 import webuiapi
 from PIL import Image
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.e2e.live import iter_server
 
 
 @pytest.fixture(scope="module")
@@ -30,38 +23,7 @@ def server(tmp_path_factory, tiny_models):
     ckpts.mkdir(parents=True)
     # a second checkpoint in the models dir, for util_set_model
     os.symlink(tiny_models["sdxl"], ckpts / "tiny-sdxl")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PICTALE_MAX_STEPS": "5000"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "pictale",
-        "serve",
-        "--model",
-        "tiny",
-        "--data-dir",
-        str(data),
-        "--port",
-        str(port),
-    ]
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError((data / "server.log").read_text())
-        try:
-            if httpx.get(base + "/sdapi/v1/options", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError("server did not start: " + (data / "server.log").read_text())
-    yield {"port": port, "base": base, "log": data / "server.log"}
-    proc.terminate()
-    proc.wait(20)
+    yield from iter_server(data, "tiny", env={"PICTALE_MAX_STEPS": "5000"})
 
 
 @pytest.fixture(scope="module")
