@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,29 +24,8 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
+from live_server import start_server
 from pictale.engine.tiny import write_tiny_models
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, models_dir: Path, data: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "pictale", "serve", "--model", str(model), "--models-dir", str(models_dir)]
-    cmd += ["--data-dir", str(data), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base + "/sdapi/v1/options", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def lora_variants(source: Path, out: Path, n: int) -> list[Path]:
@@ -82,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "models"
         paths = write_tiny_models(root)
-        proc, base = start_server(paths["sd15"], root, Path(tmp) / "data")
+        proc, base = start_server(paths["sd15"], Path(tmp) / "data", "--models-dir", str(root))
         client = httpx.Client(base_url=base, timeout=600)
         try:
             loras = lora_variants(paths["lora_peft"], Path(tmp), 4)

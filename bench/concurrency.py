@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,6 +26,7 @@ import httpx
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
+from live_server import start_server
 from pictale.engine.tiny import write_tiny_models
 
 SIZE, STEPS, CFG = 64, 4, 7.0
@@ -42,32 +40,6 @@ PROMPTS = [
     "a blue car on a road",
     "a bowl of fruit",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, data: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "pictale", "serve", "--model", str(model), "--data-dir", str(data)]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **env},
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base + "/sdapi/v1/options", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def body(i: int) -> dict:

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,31 +22,11 @@ import httpx
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
+from live_server import start_server
 from pictale.engine.tiny import write_tiny_models
 
 CASES = [("64 px, 4 steps", 64, 4), ("256 px, 4 steps", 256, 4), ("256 px, 20 steps (~1 s)", 256, 20)]
 PROMPT = "a photo of a cat"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: Path, data: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "pictale", "serve", "--model", str(model), "--data-dir", str(data)]
-    proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(base + "/sdapi/v1/options", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def main() -> None:
