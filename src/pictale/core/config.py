@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     save_images: bool = False
     offline: bool = False
 
+    # -- T5 family (SD3) ---------------------------------------------------------------------------
+    t5_max_tokens: int = 256
+    """T5 prompt limit of SD3-family models: 256 by default, up to 512 (longer prompts are cut there)."""
+
+    # -- stories ------------------------------------------------------------------------------------
+    llm_base_url: str | None = None
+    """An OpenAI-compatible chat endpoint that writes scene prompts and stories (LM Studio, Ollama, llama.cpp,
+    vLLM), e.g. http://127.0.0.1:11434/v1; unset: a deterministic keyword extractor writes the prompts."""
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout: float = 60.0
+    clip_model: str | None = None
+    """CLIP model that scores book pages (local path or hub id; default MODELS_DIR/CLIP, "tiny" for tests)."""
+
     @field_validator("port")
     @classmethod
     def _port_range(cls, v: int) -> int:
@@ -97,6 +111,10 @@ class Settings(BaseSettings):
     @property
     def openpose_path(self) -> Path:
         return self.openpose_dir or self.models_path / "Annotators"
+
+    @property
+    def clip_path(self) -> Path:
+        return self.models_path / "CLIP"
 
     @property
     def blobs_path(self) -> Path:

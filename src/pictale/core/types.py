@@ -122,6 +122,26 @@ class GenerationSpec:
 
 
 @dataclass(frozen=True)
+class Character:
+    """A story character of one key: `<be-char:name>` in a prompt expands to its prefix and avatar tokens."""
+
+    name: str
+    description: str = ""
+    """The prompt prefix: a detailed description (long prompts pay off on T5-family models)."""
+    avatars: str = ""
+    """Avatar tokens that come with the character, e.g. `<be-face:lucy:0.4> <be-lora:toy:0.8>`."""
+    negative_prompt: str = ""
+    seed_policy: str = "random"
+    """"random": a request's seed -1 stays random; "fixed": seed -1 becomes `seed`, so pictures repeat."""
+    seed: int | None = None
+
+    @property
+    def prefix(self) -> str:
+        """What `<be-char:name>` becomes: the description, then the avatar tokens."""
+        return ", ".join(part for part in (self.description.strip(), self.avatars.strip()) if part)
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """A checkpoint that can be loaded: what `/sdapi/v1/sd-models` lists."""
 
