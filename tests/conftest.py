@@ -11,3 +11,11 @@ def tiny_models(tmp_path_factory):
     from pictale.engine.tiny import write_tiny_models
 
     return write_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """The tiny CLIP scorer folder (model + processor), loaded by the same code as a real CLIP."""
+    from pictale.engine.tiny_clip import write_tiny_clip
+
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "tiny-clip")

@@ -32,7 +32,7 @@ def live_server(data: Path, model: str, *, env: dict[str, str] | None = None, re
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(proc, base + ready, log_path)
-            yield {"port": port, "base": base, "log": log_path}
+            yield {"port": port, "base": base, "log": log_path, "proc": proc}
         finally:
             proc.terminate()
             try:

@@ -17,13 +17,16 @@ from pictale.api.a1111 import routes as a1111_routes
 from pictale.api.auth import Authenticator
 from pictale.api.errors import install_error_handlers
 from pictale.api.native import avatars as native_avatars
+from pictale.api.native import characters as native_characters
 from pictale.api.native import jobs as native_jobs
 from pictale.api.native import keys as native_keys
+from pictale.api.native import story as native_story
 from pictale.api.openai import routes as openai_routes
 from pictale.core.config import Settings
 from pictale.service.files import FileStore
 from pictale.service.generation import GenerationService
 from pictale.service.stores import open_stores
+from pictale.story.setup import LLMHolder, collect_book_images, make_book_runner
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ def create_app(
     stores = open_stores(settings)
     keys, avatars = stores.keys, stores.avatars
     svc.avatars = avatars  # the service resolves prompt avatar tokens through it
+    svc.characters = stores.characters  # and expands <be-char:...> through this
+    llm = LLMHolder(settings)
+    books = make_book_runner(svc, stores.db, llm)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -52,11 +58,16 @@ def create_app(
         for note in svc.startup_notes:
             log.warning(note)
         log.info("serving %s", entry.title)
+        await run_in_threadpool(collect_book_images, books)
+        resumed = books.resume_all()  # books a stopped server left unfinished go on
+        if resumed:
+            log.info("resumed %d book(s)", len(resumed))
         if on_started is not None:
             on_started(svc)
         try:
             yield
         finally:
+            await run_in_threadpool(books.stop)  # first: book runs stop and stay resumable
             await run_in_threadpool(svc.stop)
             stores.close()
 
@@ -66,6 +77,9 @@ def create_app(
     app.state.db = stores.db
     app.state.keys = keys
     app.state.avatars = avatars
+    app.state.characters = stores.characters
+    app.state.books = books
+    app.state.llm = llm
     app.state.files = FileStore(settings.files_path, settings.file_ttl_minutes * 60)
     app.state.auth = Authenticator(settings.auth_pairs(), keys)
     if settings.cors_allow_origins or settings.cors_allow_origins_regex:
@@ -81,8 +95,10 @@ def create_app(
     app.include_router(a1111_routes.router)
     app.include_router(a1111_info.router)
     app.include_router(native_avatars.router)
+    app.include_router(native_characters.router)
     app.include_router(native_keys.router)
     app.include_router(native_jobs.router)
+    app.include_router(native_story.router)
     app.include_router(files_routes.router)
     app.include_router(openai_routes.router)
     return app

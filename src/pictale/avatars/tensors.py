@@ -1,5 +1,9 @@
 """What a .safetensors upload holds: a LoRA or a textual-inversion embedding, and the base family it fits.
 
+LoRA families: "sd15" and "sdxl" (UNet keys, kohya/A1111, diffusers or peft names) and "sd3" (diffusers/peft
+keys on SD3's transformer, `transformer.transformer_blocks.0.attn.to_q.lora_A.weight`, optionally with the
+CLIP encoders), which is the format diffusers' SD3 loader reads.
+
 Only the header is parsed (names, shapes, dtypes) with the `safetensors` library; embeddings, being small,
 are also read as numpy arrays to reject NaN/inf. Nothing is ever unpickled.
 """
@@ -24,6 +28,8 @@ _UNET_ROOTS = re.compile(
     r"^(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block|conv_in|conv_out|"
     r"time_embedding|time_embed|add_embedding|label_emb|conv_norm_out|out)[._]"
 )
+# SD3's MMDiT (diffusers names, dots as _). Flux's `single_transformer_blocks` is deliberately not among them.
+_SD3_ROOTS = re.compile(r"^(transformer_blocks|context_embedder|pos_embed|time_text_embed|norm_out|proj_out)_")
 _TE_LAYERS = re.compile(r"(^|[._])(layers|resblocks)[._]\d+")
 # Which family a UNet module path implies: attention layouts differ between SD 1.5 and SDXL.
 _SD15_LAYOUT = re.compile(
@@ -36,7 +42,13 @@ _TE_INPUT_WIDTH = re.compile(r"self_attn_(q|k|v|out)_proj$|mlp_fc1$")  # layers 
 _DOWN = (".lora_down.weight", ".lora.down.weight", "_lora.down.weight", ".lora_A.weight", ".lora_A.default.weight")
 _UP = (".lora_up.weight", ".lora.up.weight", "_lora.up.weight", ".lora_B.weight", ".lora_B.default.weight")
 _EXTRA = (".alpha", ".dora_scale", ".lora_magnitude_vector", ".lora_magnitude_vector.weight")
-_PREFIXES = (("text_encoder_2.", "te2"), ("text_encoder.", "te"), ("unet.", "unet"), ("base_model.model.", "unet"))
+_PREFIXES = (
+    ("text_encoder_2.", "te2"),
+    ("text_encoder.", "te"),
+    ("unet.", "unet"),
+    ("transformer.", "transformer"),
+    ("base_model.model.", "unet"),
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,7 @@ class TensorFileInfo:
     """The result of inspecting a LoRA or embedding file."""
 
     family: str
-    """"sd15" or "sdxl"."""
+    """"sd15", "sdxl" or "sd3"."""
     cross_attention_dim: int | None
     """Width of the text conditioning it was made for (UNet cross-attention input; TI: the vector width(s))."""
     vectors: int | None = None
@@ -86,7 +98,7 @@ def _split_lora_key(key: str) -> tuple[str, str, str] | None:
 
 
 def inspect_lora(path: Path, filename: str) -> TensorFileInfo:
-    """Check that the file is a LoRA for SD 1.5 or SDXL and say which; 422 naming the file and the reason."""
+    """Check that the file is a LoRA for SD 1.5, SDXL or SD3 and say which; 422 naming the file and the reason."""
     header = read_header(path, filename)
     pairs: dict[tuple[str, str], dict[str, tuple[str, tuple[int, ...]]]] = {}
     unknown = []
@@ -121,20 +133,31 @@ def inspect_lora(path: Path, filename: str) -> TensorFileInfo:
             raise InvalidUpload(f"{where} is not floating point ({ddt}/{udt})", param="files")
         if len(down) not in (2, 4) or len(up) != len(down) or down[0] != up[1] or down[0] == 0:
             raise InvalidUpload(f"{where} has mismatched shapes {list(down)} and {list(up)}", param="files")
+        if component == "transformer" and not _SD3_ROOTS.match(module):
+            raise InvalidUpload(
+                f"{filename}: not an SD 1.5/SDXL/SD3 LoRA: {module!r} is not part of a Stable Diffusion UNet or an "
+                "SD3 transformer (Flux and other transformer LoRAs are not supported)",
+                param="files",
+            )
         if component == "unet" and not _UNET_ROOTS.match(module):
             raise InvalidUpload(
                 f"{filename}: not an SD 1.5/SDXL LoRA: {module!r} is not part of a Stable Diffusion UNet",
                 param="files",
             )
-        if component != "unet" and not _TE_LAYERS.search(module):
+        if component in ("te", "te1", "te2") and not _TE_LAYERS.search(module):
             raise InvalidUpload(f"{filename}: {module!r} is not part of a CLIP text encoder", param="files")
         ranks.add(down[0])
         if component == "unet" and _CROSS_ATTN_KV.search(module):
             cross_dims.add(down[1])
-        if component != "unet" and _TE_INPUT_WIDTH.search(module):
+        if component in ("te", "te1", "te2") and _TE_INPUT_WIDTH.search(module):
             te_hidden.setdefault(component, down[1])
     if len(cross_dims) > 1:
         raise InvalidUpload(f"{filename}: cross-attention widths disagree ({sorted(cross_dims)})", param="files")
+    components = {c for c, _ in pairs}
+    if "transformer" in components:
+        if "unet" in components:
+            raise InvalidUpload(f"{filename}: has both UNet and SD3 transformer layers", param="files")
+        return TensorFileInfo(family="sd3", cross_attention_dim=None, rank=max(ranks))
     family = _lora_family(filename, {c for c, _ in pairs}, {m for c, m in pairs if c == "unet"}, cross_dims, te_hidden)
     cross = cross_dims.pop() if cross_dims else _cross_from_text_encoders(family, te_hidden)
     return TensorFileInfo(family=family, cross_attention_dim=cross, rank=max(ranks))

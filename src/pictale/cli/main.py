@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.panel import Panel
 
 from pictale.cli import avatars as avatars_cmd
+from pictale.cli import book as book_cmd
+from pictale.cli import characters as characters_cmd
 from pictale.cli import keys as keys_cmd
 from pictale.cli import models as models_cmd
 
@@ -20,6 +22,8 @@ app = typer.Typer(help="pictale: a local-first image-generation server for stori
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(avatars_cmd.app, name="avatars")
+app.add_typer(characters_cmd.app, name="characters")
+app.command("book")(book_cmd.book)
 console = Console(stderr=True)
 
 DataDir = Annotated[Path | None, typer.Option(help="Data dir (models, outputs, database).", envvar=None)]
@@ -54,6 +58,14 @@ def serve(
     database_url: DatabaseUrlOpt = None,
     max_lora_mb: Annotated[int | None, typer.Option(help="Largest LoRA/embedding upload in MB.")] = None,
     compat: Annotated[str | None, typer.Option(help="blockentropy: OpenAI routes take its quirks (n = seed).")] = None,
+    llm_base_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible chat endpoint for story prompts, e.g. http://127.0.0.1:11434/v1"),
+    ] = None,
+    llm_model: Annotated[str | None, typer.Option(help="The LLM's model (default: the endpoint's first).")] = None,
+    llm_api_key: Annotated[str | None, typer.Option(help="The LLM's API key, if it needs one.")] = None,
+    clip_model: Annotated[str | None, typer.Option(help='CLIP scorer of book pages: path, hub id or "tiny".')] = None,
+    t5_max_tokens: Annotated[int | None, typer.Option(help="T5 prompt limit of SD3 models (256; up to 512).")] = None,
 ) -> None:
     """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
     import uvicorn
@@ -78,6 +90,11 @@ def serve(
         database_url=database_url,
         max_lora_mb=max_lora_mb,
         compat=compat,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        llm_api_key=llm_api_key,
+        clip_model=clip_model,
+        t5_max_tokens=t5_max_tokens,
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -87,6 +104,8 @@ def serve(
         lines.append(f"data dir: {settings.data_dir}")
         lines.append(f"A1111 API: http://{settings.bind_host}:{settings.port}/sdapi/v1")
         lines.append(f"auth: {web_app.state.auth.describe()}")
+        llm = settings.llm_base_url or "none (keyword prompts; set --llm-base-url)"
+        lines.append(f"story LLM: {llm}")
         style = "green"
         for note in svc.startup_notes:
             lines.append(f"\n[bold red]{note}[/bold red]")
@@ -144,6 +163,7 @@ def generate(
         owner = principal.id
     svc = GenerationService(settings)
     svc.avatars = stores.avatars
+    svc.characters = stores.characters
     try:
         entry = svc.start()
         for note in svc.startup_notes:

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
             raise ValueError("port must be between 0 and 65535")
         return v
 
+    @field_validator("t5_max_tokens")
+    @classmethod
+    def _t5_range(cls, v: int) -> int:
+        if not 1 <= v <= 512:
+            raise ValueError("t5_max_tokens must be between 1 and 512 (SD3's T5 takes at most 512 tokens)")
+        return v
+
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.data_dir / "models"

@@ -95,6 +95,12 @@ class AvatarNotFound(PictaleError):
     code = "avatar_not_found"
 
 
+class CharacterNotFound(AvatarNotFound):
+    """REST: no such story character for this key (other keys' characters do not exist for it)."""
+
+    code = "character_not_found"
+
+
 class AvatarExists(PictaleError):
     status = 409
     code = "avatar_exists"
@@ -125,3 +131,24 @@ class UnsupportedFeature(InvalidRequest):
     """A feature the loaded model family cannot do (e.g. an IP-Adapter on a family without one)."""
 
     code = "unsupported"
+
+
+class LLMUnavailable(PictaleError):
+    """The story LLM did not answer usefully (refused, timed out, HTTP error, unparseable reply); names the endpoint."""
+
+    status = 502
+    code = "llm_unavailable"
+
+
+class BookNotFound(PictaleError):
+    """No book with this id for the caller (other keys' books are not found either)."""
+
+    status = 404
+    code = "book_not_found"
+
+
+class BookBusy(PictaleError):
+    """The book is being made or changed; wait for its job (or cancel it) first."""
+
+    status = 409
+    code = "book_busy"

@@ -12,6 +12,9 @@ before:
 - Pose: an OpenPose ControlNet (`<controlnet_path>/openpose-<family>/`, diffusers folder, safetensors),
   one per pose avatar (MultiControlNetModel of the same model), on a `from_pipe` variant of the base pipeline.
 
+On the T5 family (SD3) only LoRA is applied (on the transformer and the CLIP encoders); the other kinds are
+refused with a 422 (`family_support`).
+
 Token order never matters: avatars are merged by (kind, digest) (weights summed exactly) and sorted. Weight 0
 (after merging) means the avatar is not applied at all, so the image is exactly the one without its token.
 """
@@ -30,6 +33,7 @@ from safetensors.torch import load_file as load_safetensors
 from pictale.core.errors import ModelLoadError, UnsupportedFeature
 from pictale.core.images import resize_image
 from pictale.core.types import AvatarKind, AvatarRef, Mode
+from pictale.engine.family_support import T5_FAMILIES, check_avatars, lora_mismatch_message
 from pictale.engine.ip_adapters import IPAdapterSlots, batch_embeds, ip_files
 from pictale.engine.models import read_safetensors_header
 
@@ -110,6 +114,7 @@ class AvatarAdapters:
     def apply(self, pipe, family: str, avatars: tuple[AvatarRef, ...]) -> JobAdapters:
         """Set the pipeline's adapters to exactly this job's avatars; returns the job's call arguments."""
         refs = canonical(avatars)
+        check_avatars([ref for ref, _ in refs], family)  # the service checked already; this guards other callers
         by_kind: dict[AvatarKind, list[tuple[AvatarRef, float]]] = {kind: [] for kind in AvatarKind}
         for ref, weight in refs:
             by_kind[ref.kind].append((ref, weight))
@@ -175,8 +180,10 @@ class AvatarAdapters:
             return name
         path = _single_file(ref)
         trained_for = ref.family or _lora_family_hint(path)
+        if trained_for is None and family in T5_FAMILIES:
+            trained_for = "a UNet model (SD 1.5/SDXL)"  # no transformer.* keys: nothing of it fits SD3
         if trained_for and trained_for != family:
-            raise UnsupportedFeature(f"lora {ref.name!r} was trained for {trained_for}; the loaded model is {family}")
+            raise UnsupportedFeature(lora_mismatch_message(ref.name, trained_for, family))
         while len(self._loras) >= MAX_LORAS:
             old = next((n for n in self._loras if n not in keep), None)
             if old is None:
@@ -281,8 +288,10 @@ def _single_file(ref: AvatarRef) -> Path:
 
 
 def _lora_family_hint(path: Path) -> str | None:
-    """ "sdxl" when the file has keys for SDXL's second text encoder; None when the header cannot tell."""
+    """ "sd3" for transformer keys, "sdxl" for keys of SDXL's second text encoder; None when it cannot tell."""
     keys = read_safetensors_header(path)
+    if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
+        return "sd3"
     if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in keys):
         return "sdxl"
     return None

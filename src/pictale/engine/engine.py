@@ -8,10 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
@@ -19,7 +16,7 @@ from PIL import Image
 
 from pictale.core.errors import JobCancelled, ModelLoadError
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
-from pictale.engine import models, previews, samplers
+from pictale.engine import models, previews, samplers, t5_family
 from pictale.engine.adapters import AvatarAdapters, JobAdapters
 from pictale.engine.batching import (
     BatchItem,
@@ -29,8 +26,10 @@ from pictale.engine.batching import (
     split_batch,
     steady_vae_layout,
 )
+from pictale.engine.family_support import T5_FAMILIES
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
+from pictale.engine.run import EngineResult, RunControl, step_callback
 from pictale.engine.runtime import (
     cuda_memory,
     img2img_steps,
@@ -49,35 +48,6 @@ _IP_ROWS = 1
 With a row per prompt, a batch of n got n*n rows, which the attention folds into n times the image tokens."""
 
 
-@dataclass
-class RunControl:
-    """How the caller steers a running generation; checked once per sampling step."""
-
-    on_step: Callable[[int, int, int, int], None] | None = None
-    """(step, total_steps, batch_no, batch_count) after each step."""
-    cancelled: Callable[[], bool] = lambda: False
-    """True: stop now, decode nothing (client gone, job deleted)."""
-    interrupted: Callable[[], bool] = lambda: False
-    """True: A1111 interrupt: end sampling early, decode the partial latents, stop the batch loop."""
-    skipped: Callable[[], bool] = lambda: False
-    """True: A1111 skip: end this batch early (decoded) and go on with the next one."""
-    clear_skip: Callable[[], None] = lambda: None
-    on_latents: Callable[[int, Any], None] | None = None
-    """(step, latents) before `on_step`: the sampler's current estimate of the final latents ([images, 4, h, w],
-    its x0 prediction when it has one), for previews. Read them, never change them."""
-    on_cancelled: Callable[[], None] | None = None
-    """In a merged batch: called once when this request is cancelled while the others go on (its images are
-    dropped); a request alone just ends with JobCancelled."""
-
-
-@dataclass
-class EngineResult:
-    images: list[Image.Image]
-    seeds: list[int]
-    subseeds: list[int]
-    interrupted: bool = False
-
-
 class Engine:
     """One loaded checkpoint; txt2img, img2img and inpaint share its weights through `from_pipe`."""
 
@@ -88,8 +58,10 @@ class Engine:
         dtype: str = "auto",
         ip_adapter_path: Path | None = None,
         controlnet_path: Path | None = None,
+        t5_max_tokens: int = t5_family.DEFAULT_T5_TOKENS,
     ) -> None:
         self.device = pick_device(device)
+        self.t5_max_tokens = t5_max_tokens  # T5 family prompt limit (Settings.t5_max_tokens)
         self.dtype = pick_dtype(dtype, self.device)
         self.entry: ModelEntry | None = None
         self.family: str | None = None
@@ -120,7 +92,8 @@ class Engine:
         self._variants = {Mode.TXT2IMG: pipe}
         self._base_scheduler_config = dict(pipe.scheduler.config)
         self.entry = entry
-        self.family = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None else entry.family or "sd15"
+        family = models.pipeline_family(pipe)
+        self.family = family if family in ("sd3", "sdxl") else entry.family or "sd15"
         self._tiling = False
         log.info("loaded %s (%s) on %s/%s", entry.title, self.family, self.device, self.dtype)
 
@@ -162,6 +135,10 @@ class Engine:
         if self._pipe is None:
             raise ModelLoadError("no model is loaded")
         control = control or RunControl()
+        if self.family in T5_FAMILIES:
+            return t5_family.generate(
+                self, spec, prompts, negative_prompts, seeds, subseeds, control, init_images, masks
+            )
         self._job = job = self._adapters.apply(self._pipe, self.family, spec.avatars)
         if job.poses:
             pipe = self._adapters.controlnet_pipeline(self._pipe, self.family, spec.mode, len(job.poses))
@@ -218,6 +195,8 @@ class Engine:
         """
         if self._pipe is None:
             raise ModelLoadError("no model is loaded")
+        if self.family in T5_FAMILIES:
+            return [self._alone(item) for item in items]  # never merged: only the UNet path is verified for it
         spec = items[0].spec
         for item in items[1:]:
             check_batchable(spec, item.spec)
@@ -328,7 +307,7 @@ class Engine:
         stopped = {"early": False}
         job_count = spec.n_iter * passes
         x0 = watch_x0(pipe.scheduler) if control.on_latents is not None else None
-        kwargs["callback_on_step_end"] = self._callback(control, total, batch_no * passes, job_count, stopped, x0)
+        kwargs["callback_on_step_end"] = step_callback(control, total, batch_no * passes, job_count, stopped, x0)
         kwargs["output_type"] = "latent" if hires else "pil"
         with torch.inference_mode():
             out = pipe(**kwargs)
@@ -377,7 +356,7 @@ class Engine:
                 num_inference_steps=steps,
                 guidance_scale=spec.cfg_scale,
                 generator=[torch.Generator("cpu").manual_seed(int(s)) for s in seeds],
-                callback_on_step_end=self._callback(control, total, batch_no * 2 + 1, spec.n_iter * 2, stopped, x0),
+                callback_on_step_end=step_callback(control, total, batch_no * 2 + 1, spec.n_iter * 2, stopped, x0),
                 output_type="pil",
             )
         return list(out.images), stopped["early"]
@@ -395,24 +374,6 @@ class Engine:
         if len(self._embeds) > EMBED_CACHE_SIZE:
             self._embeds.popitem(last=False)
         return embeds
-
-    @staticmethod
-    def _callback(control: RunControl, total: int, job_no: int, job_count: int, stopped: dict, x0: dict | None):
-        def on_step_end(p, i, t, cb_kwargs):
-            if control.cancelled():
-                raise JobCancelled("cancelled")
-            if control.interrupted() or control.skipped():
-                stopped["early"] = True
-                p._interrupt = True
-            step = min(i + 1, total)
-            if control.on_latents is not None:
-                latents = x0.pop("x0", None) if x0 is not None else None
-                control.on_latents(step, latents if latents is not None else cb_kwargs.get("latents"))
-            if control.on_step is not None:
-                control.on_step(step, total, job_no, job_count)
-            return {}
-
-        return on_step_end
 
     def _set_tiling(self, tiling: bool) -> None:
         """Seamless tiling as A1111 does it: circular padding on every conv of the UNet and VAE."""

@@ -37,6 +37,9 @@ def decode_latents(pipe, latents: torch.Tensor) -> list[Image.Image]:
         latents = latents * std_t / vae.config.scaling_factor + mean_t
     else:
         latents = latents / vae.config.scaling_factor
+        shift = getattr(vae.config, "shift_factor", None)  # SD3's VAE; None for SD 1.5 / SDXL
+        if shift is not None:
+            latents = latents + shift
     with torch.inference_mode():
         image = vae.decode(latents, return_dict=False)[0]
     return pipe.image_processor.postprocess(image, output_type="pil")

@@ -7,6 +7,9 @@ Single files are loaded with `from_single_file(config=<local dir>)` so no hub ac
 is `<stem>.config/` beside the file when present (the tiny models write one; users can add one for any
 checkpoint), else the packaged `engine/configs/{sd15,sdxl}`.
 
+Stable Diffusion 3 ("sd3") loads from diffusers folders and hub ids only: its single files bundle three text
+encoders in layouts that need hub configs, so they are refused with a message saying to use a folder.
+
 torch and diffusers are imported only inside `load_pipeline`, so listing and resolving models stays cheap.
 """
 
@@ -60,8 +63,14 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
 
 
 def family_from_keys(keys: Any, name: str = "checkpoint") -> str:
-    """Model family from A1111 single-file tensor names ("sd15", "sdxl" or "sd2")."""
+    """Model family from A1111 single-file tensor names ("sd15", "sdxl" or "sd2"; SD3 files are refused)."""
     keys = list(keys)
+    if any(k.startswith(("model.diffusion_model.joint_blocks.", "joint_blocks.")) for k in keys):
+        raise ModelLoadError(
+            f"{name}: a Stable Diffusion 3 single-file checkpoint; pictale loads SD3 only as a diffusers folder "
+            "(model_index.json, transformer/, text_encoder_3/ ...): use the model's diffusers repo "
+            "(`pictale models pull stabilityai/stable-diffusion-3-medium-diffusers`) instead of this file"
+        )
     if not any(k.startswith("model.diffusion_model.") for k in keys):
         raise ModelLoadError(f"{name}: no UNet weights (model.diffusion_model.*): not an SD checkpoint")
     if any(k.startswith("conditioner.embedders.1.") for k in keys):
@@ -76,6 +85,8 @@ def family_from_keys(keys: Any, name: str = "checkpoint") -> str:
 
 
 def _family_from_class(class_name: str, folder: Path | None, name: str) -> str:
+    if class_name.startswith("StableDiffusion3"):
+        return "sd3"
     if class_name.startswith("StableDiffusionXL"):
         return "sdxl"
     if class_name.startswith("StableDiffusion"):
@@ -84,11 +95,11 @@ def _family_from_class(class_name: str, folder: Path | None, name: str) -> str:
             width = json.loads(unet_config.read_text(encoding="utf-8")).get("cross_attention_dim")
             return "sd2" if width == 1024 else "sd15"
         return "sd15"
-    raise ModelLoadError(f"{name}: unsupported pipeline class {class_name!r} (expected SD 1.5 / SD 2 / SDXL)")
+    raise ModelLoadError(f"{name}: unsupported pipeline class {class_name!r} (expected SD 1.5 / SD 2 / SDXL / SD3)")
 
 
 def detect_family(path: Path) -> str:
-    """ "sd15", "sdxl" or "sd2": from model_index.json for folders, from the safetensors header for files."""
+    """ "sd15", "sdxl", "sd2" or "sd3": from model_index.json for folders, from the safetensors header for files."""
     path = Path(path)
     if path.is_dir():
         index = path / "model_index.json"
@@ -109,11 +120,21 @@ def detect_family(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------- scanning
 
 
+def _denoiser_dir(folder: Path) -> Path:
+    """The UNet folder, or the transformer folder of transformer models (SD3)."""
+    return (
+        folder / "transformer"
+        if (folder / "transformer").is_dir() and not (folder / "unet").is_dir()
+        else folder / "unet"
+    )
+
+
 def _unet_weights(folder: Path) -> Path | None:
-    main = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    denoiser = _denoiser_dir(folder)
+    main = denoiser / "diffusion_pytorch_model.safetensors"
     if main.is_file():
         return main
-    found = sorted((folder / "unet").glob("*.safetensors"))
+    found = sorted(denoiser.glob("*.safetensors"))
     return found[0] if found else None
 
 
@@ -127,10 +148,13 @@ def _entry(path: Path, rel: str, cache: HashCache) -> ModelEntry:
     if path.is_dir():
         weights = _unet_weights(path)
         if weights is None:
-            pickles = sorted(p.name for p in (path / "unet").glob("*") if p.suffix in PICKLE_SUFFIXES)
+            denoiser = _denoiser_dir(path)
+            pickles = sorted(p.name for p in denoiser.glob("*") if p.suffix in PICKLE_SUFFIXES)
             if pickles:
-                raise UnsafeModelFile(f"{rel}: UNet weights only as pickle ({', '.join(pickles)}); {_SAFE_ONLY}")
-            raise ModelLoadError(f"{rel}: diffusers folder without UNet .safetensors weights")
+                raise UnsafeModelFile(
+                    f"{rel}: {denoiser.name} weights only as pickle ({', '.join(pickles)}); {_SAFE_ONLY}"
+                )
+            raise ModelLoadError(f"{rel}: diffusers folder without {denoiser.name} .safetensors weights")
         sha, source, model_name = cache.sha256(weights), "folder", rel.replace("/", "_")
     else:
         sha, source = cache.sha256(path), "single_file"
@@ -269,13 +293,15 @@ def single_file_config_dir(path: Path, family: str) -> Path:
 
 
 def _pipeline_class(family: str) -> Any:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    if family == "sd3":
+        return StableDiffusion3Pipeline
     return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
 
 
 def _no_safety_checker(family: str) -> dict[str, Any]:
-    if family == "sdxl":
+    if family in ("sdxl", "sd3"):
         return {}
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
@@ -297,7 +323,7 @@ def _load_hub(hub_id: str, dtype: Any) -> Any:
 
 
 def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) -> Any:
-    """The txt2img pipeline for entry (StableDiffusion[XL]Pipeline), with no safety checker."""
+    """The txt2img pipeline for entry (StableDiffusion[XL|3]Pipeline), with no safety checker."""
     import torch
 
     if dtype is None:
@@ -318,7 +344,7 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
             else:
                 config = single_file_config_dir(path, family)
                 pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=dtype, **extra)
-        for attr in ("tokenizer", "tokenizer_2"):
+        for attr in ("tokenizer", "tokenizer_2", "tokenizer_3"):
             tokenizer = getattr(pipe, attr, None)
             if tokenizer is not None and len(tokenizer) <= 2:
                 raise ModelLoadError(f"{name}: {attr} loaded empty (missing vocab files?)")
@@ -333,7 +359,9 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
 
 
 def pipeline_family(pipe: Any) -> str:
-    """ "sdxl" or "sd15"/"sd2" for a loaded pipeline (hub entries learn their family only when loaded)."""
+    """ "sd3", "sdxl" or "sd15"/"sd2" for a loaded pipeline (hub entries learn their family only when loaded)."""
+    if getattr(pipe, "transformer", None) is not None and hasattr(pipe, "text_encoder_3"):
+        return "sd3"
     if hasattr(pipe, "text_encoder_2"):
         return "sdxl"
     return "sd2" if getattr(pipe.unet.config, "cross_attention_dim", None) == 1024 else "sd15"

@@ -67,7 +67,8 @@ def cuda_memory() -> dict:
 
 def variation_latents(pipe, spec, seeds, subseeds) -> torch.Tensor:
     """A1111's variation seed: spherical interpolation between the seed's and the subseed's noise."""
-    channels = pipe.unet.config.in_channels
+    denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer  # SD3: a transformer
+    channels = denoiser.config.in_channels
     factor = pipe.vae_scale_factor
     shape = (1, channels, spec.height // factor, spec.width // factor)
     out = []

@@ -1,4 +1,4 @@
-"""Tiny seeded SD 1.5- and SDXL-style pipelines built from configs, written in the standard on-disk layouts.
+"""Tiny seeded SD 1.5-, SDXL- and SD3-style pipelines built from configs, written in the standard on-disk layouts.
 
 They stand in for real checkpoints in tests and for the offline demo model: the `small` preset of
 `reference/offline-models.md` (UNet channels (32, 64), GroupNorm 32, VAE factor 8, 64 px by default) with a
@@ -9,6 +9,7 @@ Layout written by `write_tiny_models(root)`:
     root/tiny-sd15/                diffusers folder          root/tiny-sdxl/              diffusers folder
     root/tiny-sd15.safetensors     A1111 single file         root/tiny-sdxl.safetensors   A1111 single file
     root/tiny-sd15.config/         its config-only dir       root/tiny-sdxl.config/       its config-only dir
+    root/tiny-sd3/                 diffusers folder only (SD3 loads from folders: see `engine.tiny_sd3`)
 
 A `<stem>.config/` directory beside a single file is where `engine.models.load_pipeline` looks for that file's
 diffusers configs before falling back to the packaged SD 1.5 / SDXL configs.
@@ -208,7 +209,12 @@ def write_config_dir(folder: Path, config_dir: Path) -> Path:
 
 
 def write_tiny_models(root: Path) -> dict[str, Path]:
-    """Write tiny SD 1.5 and SDXL models under root: folders, A1111 single files, config-only dirs, adapters."""
+    """Write tiny SD 1.5, SDXL and SD3 models under root: folders, A1111 single files, config-only dirs, adapters.
+
+    Keys: sd15, sdxl, sd3 (folders), {sd15,sdxl}_single, {sd15,sdxl}_config, and the adapters' keys.
+    """
+    from pictale.engine.tiny_sd3 import write_tiny_sd3  # it builds on this module
+
     root = Path(root)
     paths: dict[str, Path] = {}
     pipes = {}
@@ -225,6 +231,7 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
         paths[f"{family}_single"] = single
         paths[f"{family}_config"] = write_config_dir(folder, root / f"{name}{CONFIG_DIR_SUFFIX}")
         pipes[family] = pipe
+    paths["sd3"], pipes["sd3"] = write_tiny_sd3(root, TINY_SEED)
     paths.update(write_tiny_adapters(root, pipes))
     return paths
 

@@ -14,6 +14,7 @@ zero-convs would otherwise have no effect), so every adapter visibly changes the
     Lora/tiny_kohya.safetensors      kohya/A1111 keys, UNet + text encoder (sd15)
     Lora/tiny_peft.safetensors       diffusers/peft keys, UNet only (sd15)
     Lora/tiny_sdxl.safetensors       diffusers/peft keys, UNet + both text encoders (sdxl)
+    Lora/tiny_sd3.safetensors        diffusers/peft keys `transformer.transformer_blocks.*` (sd3)
     embeddings/tiny_ti.safetensors   A1111 `emb_params`, 2 vectors (sd15)
     embeddings/tiny_ti_sdxl.safetensors   `clip_l` + `clip_g`, 2 vectors each (sdxl)
 """
@@ -251,9 +252,11 @@ def _peft_pairs(prefix: str, modules: list[tuple[str, Any]], gen: torch.Generato
 
 
 def write_tiny_lora_peft(path: Path, pipe: Any, seed: int, *, text_encoders: bool = False) -> Path:
-    """A diffusers/peft-format LoRA (keys `unet.<module>.lora_A.weight`), optionally with text encoder layers."""
+    """A diffusers/peft-format LoRA (keys `unet.<module>.lora_A.weight`, SD3: `transformer.<module>...`),
+    optionally with text encoder layers."""
     gen = _gen(seed)
-    tensors = _peft_pairs("unet", _attention_linears(pipe.unet), gen)
+    prefix = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    tensors = _peft_pairs(prefix, _attention_linears(getattr(pipe, prefix)), gen)
     if text_encoders:
         for attr in ("text_encoder", "text_encoder_2"):
             encoder = getattr(pipe, attr, None)
@@ -311,8 +314,11 @@ def write_tiny_embedding(path: Path, pipe: Any, seed: int, vectors: int = 2) -> 
 
 
 def write_tiny_adapters(root: Path, pipes: dict[str, Any]) -> dict[str, Path]:
-    """Every tiny adapter for the given {family: pipeline} ("sd15" and/or "sdxl") under root."""
+    """Every tiny adapter for the given {family: pipeline} ("sd15", "sdxl" and/or "sd3") under root."""
     root = Path(root)
+    sd3 = pipes.get("sd3")
+    # IP-Adapter and ControlNet files are made from a UNet: the SD3 transformer gets a LoRA only.
+    pipes = {family: pipe for family, pipe in pipes.items() if family != "sd3"}
     paths: dict[str, Path] = {
         "ip_adapter": write_tiny_ip_adapter(root / "IP-Adapter", {f: p.unet for f, p in pipes.items()}),
         "controlnet": root / "ControlNet",
@@ -330,4 +336,6 @@ def write_tiny_adapters(root: Path, pipes: dict[str, Any]) -> dict[str, Path]:
         paths["lora_sdxl"] = write_tiny_lora_peft(lora, sdxl, ADAPTER_SEED + 22, text_encoders=True)
         emb = root / "embeddings" / "tiny_ti_sdxl.safetensors"
         paths["embedding_sdxl"] = write_tiny_embedding(emb, sdxl, ADAPTER_SEED + 31)
+    if sd3 is not None:
+        paths["lora_sd3"] = write_tiny_lora_peft(root / "Lora" / "tiny_sd3.safetensors", sd3, ADAPTER_SEED + 23)
     return paths

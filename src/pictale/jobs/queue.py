@@ -233,6 +233,18 @@ class JobQueue:
             self._cond.notify_all()
         return job
 
+    def track(self, job: Job) -> Job:
+        """Register work that runs on its own thread (a book): readable and cancellable through the job API,
+        never queued for the worker. The job starts now; its owner ends it with `job._end(outcome)`."""
+        with self._cond:
+            self._jobs[job.id] = job
+            self._forget_old()
+        job._queue = self
+        job.state = JobState.RUNNING
+        job.started = time.time()
+        job.events.emit("started")
+        return job
+
     def _forget_old(self) -> None:
         """Finished jobs stay readable (GET /v1/jobs/{id}) for `retention` seconds, at most `keep_max` of them."""
         now = time.time()

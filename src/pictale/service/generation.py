@@ -17,6 +17,7 @@ from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
 from pictale.service.avatars import OwnerResolver, avatar_infotext
 from pictale.service.batching import batch_key
+from pictale.service.characters import expand_characters
 from pictale.service.img2img import prepare_images
 from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog
 from pictale.service.previews import LivePreviews, preview_every
@@ -53,6 +54,8 @@ class GenerationService:
         self.last_job: Job | None = None
         self.avatars: Any | None = None
         """The avatar registry (set by the app); None: no avatars, `<be-...>` tokens are refused."""
+        self.characters: Any | None = None
+        """The character store (set by the app); None: `<be-char:...>` tokens are refused."""
         self.startup_notes: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -66,6 +69,7 @@ class GenerationService:
                 dtype=self.settings.dtype,
                 ip_adapter_path=self.settings.ip_adapter_path,
                 controlnet_path=self.settings.controlnet_path,
+                t5_max_tokens=self.settings.t5_max_tokens,
             )
         return self._engine
 
@@ -221,9 +225,12 @@ class GenerationService:
         return replace(spec, width=width, height=height)
 
     def compile(self, spec: GenerationSpec, owner: str) -> tuple[GenerationSpec, PromptTexts]:
-        """Parse avatar tokens (422 on any problem, before queueing); the texts are what the encoder sees."""
+        """Expand characters, parse avatar tokens (422 on any problem, before queueing); texts go to the encoder."""
         resolver = OwnerResolver(self.avatars, owner, self.settings.loras_path)
         n = spec.total_images
+        shown = _per_image(spec.extra.get("prompts") or [spec.prompt], n)  # as sent: <be-char:...> kept
+        shown_negatives = _per_image(spec.extra.get("negative_prompts") or [spec.negative_prompt], n)
+        spec = expand_characters(self.characters, owner, spec)  # first: characters bring avatar tokens
         prompts = _per_image(spec.extra.get("prompts") or [spec.prompt], n)
         negatives = _per_image(spec.extra.get("negative_prompts") or [spec.negative_prompt], n)
         positive = {p: compile_prompt(p, resolver) for p in dict.fromkeys(prompts)}
@@ -249,10 +256,14 @@ class GenerationService:
         texts = PromptTexts(
             prompts=[positive[p].text for p in prompts],
             negatives=[negative[p].text for p in negatives],
-            shown_prompts=prompts,
-            shown_negatives=negatives,
+            shown_prompts=shown,
+            shown_negatives=shown_negatives,
         )
-        return replace(spec, avatars=tuple(avatars), hires=hires), texts
+        spec = replace(spec, avatars=tuple(avatars), hires=hires)
+        from pictale.service.families import check_job_family
+
+        check_job_family(self, spec)  # avatars the model family cannot apply (a face on SD3): 422 now
+        return spec, texts
 
     def resolve_seeds(self, spec: GenerationSpec) -> tuple[list[int], list[int]]:
         """A1111: -1 is random; image i uses seed+i (the subseed moves instead when a variation is asked)."""
@@ -336,6 +347,7 @@ class GenerationService:
             images = [overlay_result(originals[i], img, soft, crop) for i, img in enumerate(images)]
         model = self.engine.entry
         extra = dict(spec.extra.get("infotext_extra") or {})
+        extra.update(getattr(out, "infotext", None) or {})  # the engine's notes (T5 tokens, sampler that ran)
         if spec.hires is not None:
             extra.update(hires_params(spec))
         extra.update(avatar_infotext(spec.avatars))

@@ -1,4 +1,4 @@
-"""The persistent pieces (database, keys, avatar registry) built once from Settings, for the app and the CLI."""
+"""The persistent pieces (database, keys, avatars, characters) built once from Settings, for the app and the CLI."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from pictale.accounts.keys import KeyStore
+from pictale.avatars.characters import CharacterStore
 from pictale.avatars.registry import AvatarRegistry
 from pictale.core.config import Settings
 from pictale.storage.blobs import BlobStore
@@ -19,6 +20,7 @@ class Stores:
     db: Database
     keys: KeyStore
     avatars: AvatarRegistry
+    characters: CharacterStore
 
     def close(self) -> None:
         self.db.dispose()
@@ -34,4 +36,4 @@ def open_stores(settings: Settings) -> Stores:
 
         detector = load_pose_detector(settings.openpose_path)
     avatars = AvatarRegistry(db, BlobStore(settings.blobs_path), settings, pose_detector=detector)
-    return Stores(db=db, keys=KeyStore(db), avatars=avatars)
+    return Stores(db=db, keys=KeyStore(db), avatars=avatars, characters=CharacterStore(db))

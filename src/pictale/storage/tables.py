@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names: Alembic can only drop or alter what it can name (SQLite batch mode needs them too).
@@ -77,3 +77,24 @@ class AvatarFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
 
     avatar: Mapped[Avatar] = relationship(back_populates="files")
+
+
+class CharacterRow(Base):
+    """A story character of one owner: `<be-char:name>` in a prompt expands to its description and avatars."""
+
+    __tablename__ = "characters"
+    __table_args__ = (UniqueConstraint("owner_id", "name_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    """As the user wrote it ("Sasha"); listings show it."""
+    name_key: Mapped[str] = mapped_column(String(64))
+    """The lower-cased name: names are unique per owner case-insensitively, portably (no functional index)."""
+    description: Mapped[str] = mapped_column(Text, default="")
+    avatars: Mapped[str] = mapped_column(Text, default="")
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    seed_policy: Mapped[str] = mapped_column(String(16), default="random")
+    seed: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)

@@ -66,6 +66,8 @@ def result_json(job: Job, files: FileStore, base_url: str) -> dict[str, Any] | N
     if not job.future.done() or job.future.exception() is not None:
         return None
     result = job.future.result()
+    if isinstance(result, dict):  # work with its own result object (a book's view)
+        return result
     if not isinstance(result, GenerationResult):
         return None
     b64 = job.meta.get("response_format") == "b64_json"

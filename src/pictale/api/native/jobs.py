@@ -47,7 +47,7 @@ _PARAMS = {
 def own_job(request: Request, job_id: str, caller: Caller) -> Job:
     """The caller's generation job, else 404 (other keys' jobs do not exist for it)."""
     job = service(request).queue.get(job_id)
-    if job is None or job.kind != "generate" or job.owner != caller.id:
+    if job is None or job.kind not in ("generate", "book") or job.owner != caller.id:
         raise JobNotFound(f"no job with id {job_id!r}", param="job_id")
     return job
 

@@ -16,7 +16,8 @@ Where OpenAI's API does not fit diffusion models, pictale decides:
 - `response_format`: `url` (default; links to `/v1/files/{token}`, expire after `--file-ttl-minutes`) or
   `b64_json`; absent with a `gpt-image*` model means `b64_json`, as OpenAI answers for those models.
   `output_format` png/jpeg/webp re-encodes (`output_compression` is the JPEG/WEBP quality).
-- `revised_prompt` is sent only when the prompt had avatar or LoRA tokens: the prompt without them.
+- `revised_prompt` is sent only when the prompt had avatar, LoRA or character tokens: the words the model read
+  (characters expanded, avatar and LoRA tokens removed).
 - Edits: each image is edited `n` times; output i comes from image i mod k (k images, n x k outputs).
   A masked edit of several images runs as one job per image (image j's outputs get seeds seed + j*n ...).
   The mask, when its PNG has an alpha channel, follows OpenAI: fully transparent (alpha 0) = edit; a mask

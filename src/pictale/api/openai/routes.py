@@ -136,7 +136,9 @@ async def _respond(
             if not job.future.done():
                 job.cancel()
     outputs = interleave([await run_in_threadpool(encode_outputs, r, delivery) for r in results])
-    revised = revised_prompt(spec.prompt)
+    # The words the model read: characters expanded (the result's spec), avatar and LoRA tokens removed.
+    expanded = results[0].spec.prompt if results else spec.prompt
+    revised = revised_prompt(expanded) or (expanded if expanded != spec.prompt else None)
     data = []
     for blob in outputs:
         if delivery.response_format == "url":

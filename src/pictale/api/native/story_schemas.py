@@ -1,0 +1,115 @@
+"""Wire schemas of `/v1/story/imagine` and `/v1/books` (strict: an unknown field is a 422 naming it)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pictale.core.errors import InvalidRequest
+
+_SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$", re.I)
+MAX_PAGES = 48
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ChatMessage(BaseModel):
+    """An OpenAI chat message; other fields of the chat format (name, tool_calls, ...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str = Field(min_length=1, max_length=32)
+    content: str | list[dict[str, Any]] | None = None
+
+
+class _Picture(_Strict):
+    """Generation settings shared by imagine and books."""
+
+    negative_prompt: str = Field("", max_length=10000)
+    width: int | None = Field(None, ge=8)
+    height: int | None = Field(None, ge=8)
+    size: str | None = None
+    """"WIDTHxHEIGHT" (as the OpenAI API), instead of width/height."""
+    steps: int = Field(20, ge=1)
+    cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
+    sampler: str = "Euler a"
+    scheduler: str = "automatic"
+    seed: int = Field(-1, ge=-1)
+    model: str | None = None
+
+    def dimensions(self, default: int = 512) -> tuple[int, int]:
+        if self.size is not None:
+            m = _SIZE.match(self.size)
+            if m is None:
+                raise InvalidRequest(f"size {self.size!r} must look like 512x768", param="size")
+            return int(m.group(1)), int(m.group(2))
+        return self.width or default, self.height or default
+
+
+class ImagineRequest(_Picture):
+    """SillyTavern's `/imagine` on the server: a picture for the chat so far."""
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=500)
+    character: str | None = Field(None, max_length=64)
+    mode: str = "last"
+    """last | raw_last | face | background (see story.planner.imagine_prompt)."""
+    context: int = Field(6, ge=1, le=50)
+    """How many messages before the last one the prompt writer reads."""
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    session: str | None = Field(None, min_length=1, max_length=200)
+    """A newer imagine of the same key and session cancels this one (a chat that moved on)."""
+
+
+class BookRequest(_Picture):
+    """A picture book: a story (or keywords for the LLM to write one), characters, pages, candidates per page."""
+
+    title: str | None = Field(None, max_length=200)
+    story: str | None = Field(None, max_length=100_000)
+    keywords: str | None = Field(None, max_length=2000)
+    """Instead of `story`: the LLM writes the story first (needs --llm-base-url)."""
+    reading_level: str = Field("age 4-6", max_length=100)
+    length: int = Field(6, ge=1, le=MAX_PAGES)
+    """Pages of a story the LLM writes (when `pages` is not given)."""
+    pages: int | None = Field(None, ge=1, le=MAX_PAGES)
+    """None: one page per paragraph (long ones split at sentences)."""
+    characters: list[str] = Field(default_factory=list, max_length=8)
+    style: str = Field("", max_length=2000)
+    """Prefix of every page's prompt, e.g. "children's book illustration, watercolor"."""
+    candidates: int = Field(2, ge=1, le=8)
+    """Images generated and scored per page; the best one is chosen."""
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    """Keep generating (N at a time) until the best total score reaches it, up to `max_candidates`."""
+    max_candidates: int | None = Field(None, ge=1, le=32)
+    clip_t_weight: float = Field(1.0, ge=0.0)
+    """Weight of the text-image score (CLIP-T) in the total."""
+    clip_i_weight: float = Field(1.0, ge=0.0)
+    """Weight of the consistency score (CLIP-I: characters' reference images and earlier chosen pages)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BookRequest:
+        has_story, has_keywords = bool((self.story or "").strip()), bool((self.keywords or "").strip())
+        if has_story == has_keywords:
+            raise ValueError("give either story (the text) or keywords (the LLM writes the story), not both")
+        if self.clip_t_weight + self.clip_i_weight <= 0:
+            raise ValueError("clip_t_weight and clip_i_weight must not both be 0")
+        if self.max_candidates is not None and self.max_candidates < self.candidates:
+            raise ValueError(f"max_candidates must be at least candidates ({self.candidates})")
+        return self
+
+    def to_request(self) -> dict[str, Any]:
+        """The stored request of the book (what a resumed run reads)."""
+        width, height = self.dimensions()
+        out = self.model_dump(exclude={"size", "width", "height"})
+        out.update(width=width, height=height, max_candidates=self.max_candidates or self.candidates)
+        return out
+
+
+class RegenerateRequest(_Strict):
+    seed: int | None = Field(None, ge=-1)
+    """The page's new base seed (-1 or none: a random one)."""
+    prompt: str | None = Field(None, max_length=10000)
+    """An edited prompt for the page (may use <be-char:...> and avatar tokens)."""

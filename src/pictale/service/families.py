@@ -1,0 +1,37 @@
+"""Model-family checks made before a job is queued: avatars the job's model family cannot apply get a 422 now,
+not a failed job later (the rules and messages are `engine.family_support`, which imports no torch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pictale.core.errors import PictaleError
+from pictale.core.types import GenerationSpec
+from pictale.engine.family_support import check_avatars
+
+
+def job_family(service: Any, spec: GenerationSpec) -> str | None:
+    """The family of the model `spec` will run on: its own `model`, else the configured checkpoint.
+
+    Scanned entries know their family; a hub model learns it when loaded, so the loaded engine answers for
+    it. None when nothing tells (the engine checks again when the job runs).
+    """
+    wanted = spec.model or service.options.get("sd_model_checkpoint")
+    current = service.current_model  # None until an engine exists: asking never builds one
+    entry = None
+    if wanted:
+        try:
+            entry = service.catalog.find(wanted)
+        except PictaleError:
+            entry = None
+    if entry is not None and entry.family:
+        return entry.family
+    if current is not None and (entry is None or entry.filename == current.filename):
+        return getattr(service.engine, "family", None)
+    return None
+
+
+def check_job_family(service: Any, spec: GenerationSpec) -> None:
+    """422 (UnsupportedFeature) when an avatar of `spec` cannot run on its model's family (e.g. a face on SD3)."""
+    if spec.avatars:
+        check_avatars(spec.avatars, job_family(service, spec), param="prompt")

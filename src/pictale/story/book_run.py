@@ -1,0 +1,305 @@
+"""One run of a book on its own thread: plan the pages, generate N candidates each, score them, choose.
+
+Everything a run learns is saved in the book's document as soon as it is known (the story, the pages, each
+page's prompt, each scored candidate, each choice), so a run that stops (server shutdown, crash) resumes at
+the first page that has no choice yet and keeps what was done. Generation goes through the one
+GenerationService queue like any client; the next page's first candidates are queued before the current page
+is scored, so the worker never waits for the scoring.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from tenacity import Retrying, retry_if_exception_type, stop_any, stop_when_event_set, wait_fixed
+
+from pictale.core.errors import InvalidRequest, JobCancelled, QueueFull
+from pictale.core.types import AvatarKind, Character, GenerationSpec
+from pictale.jobs.queue import Job
+from pictale.prompt.grammar import scan
+from pictale.service.generation import MAX_SEED, GenerationService
+from pictale.service.scoring import ScorerHolder
+from pictale.storage.blobs import BlobStore
+from pictale.storage.books import BookStore
+from pictale.storage.infotext import encode_png
+from pictale.story import planner, ranking
+
+log = logging.getLogger(__name__)
+
+SEED_STRIDE = 1000
+"""Candidate k of page p (from 1) gets seed base + (p - 1) * SEED_STRIDE + k: reproducible, never shared."""
+REFERENCE_KINDS = (AvatarKind.FACE, AvatarKind.STYLE)
+
+
+class Stopping(Exception):
+    """The server is stopping: leave the book "running" so the next start resumes it."""
+
+
+@dataclass
+class RunContext:
+    """What one run needs besides the book itself."""
+
+    service: GenerationService
+    store: BookStore
+    images: BlobStore
+    scorer: ScorerHolder
+    llm: Any
+    characters: Callable[[str, str], Character | None]
+    stop: threading.Event
+    features: dict[str, list[float]] = field(default_factory=dict)
+    """Image embeddings by blob digest (chosen images of earlier pages are references)."""
+
+
+class BookRun:
+    """Runs one book to the end (or until cancelled / stopped); `job` carries progress and cancel."""
+
+    def __init__(self, ctx: RunContext, book: dict, job: Job) -> None:
+        self.ctx = ctx
+        self.book = book
+        self.id = book["id"]
+        self.owner = book["owner"]
+        self.req = book["request"]
+        self.doc = book["document"]
+        self.job = job
+        self.pending: dict[int, tuple[Job, list[int]]] = {}
+
+    # -- the whole run -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        llm = self.ctx.llm
+        chars = self._characters()
+        if not self.doc.get("story"):
+            self.doc["story"] = planner.write_story(
+                self.req["keywords"],
+                reading_level=self.req["reading_level"],
+                pages=self.req.get("pages") or self.req["length"],
+                characters=list(chars.values()),
+                llm=llm,
+            )
+            self.doc["story_source"] = "llm"
+            self._save()
+        if not self.doc.get("pages"):
+            texts = planner.split_pages(self.doc["story"], self.req.get("pages"), llm)
+            self.doc["pages"] = [_new_page(i + 1, text) for i, text in enumerate(texts)]
+            self._save()
+        self._plan(chars)
+        scorer = self.ctx.scorer.get()
+        self.doc["scoring"] = "clip" if scorer is not None else f"unavailable: {self.ctx.scorer.error}"
+        self._generate(scorer, chars)
+        return self.doc
+
+    def _characters(self) -> dict[str, Character]:
+        out = {}
+        for name in self.req.get("characters", []):
+            ch = self.ctx.characters(self.owner, name)
+            if ch is None:
+                raise InvalidRequest(f"unknown character {name!r}", param="characters")
+            out[ch.name.lower()] = ch
+        return out
+
+    def _plan(self, chars: dict[str, Character]) -> None:
+        pages = self.doc["pages"]
+        for i, page in enumerate(pages):
+            if page.get("prompt") is not None:
+                continue
+            self._check()
+            before = [p["text"] for p in pages[:i]]
+            plan = planner.plan_page(page["text"], before, list(chars.values()), self.ctx.llm)
+            names = [n for n in plan.characters if n.lower() in chars]
+            page["characters"] = names
+            page["scene"] = plan.prompt
+            page["prompt"] = planner.compose_prompt(self.req.get("style", ""), names, plan.prompt)
+            page["plan_source"] = plan.source
+            page["plan_error"] = plan.error
+            self._save()
+            self.job.events.emit("page", page=page["number"], state="planned", prompt=page["prompt"])
+
+    # -- generation and choice -------------------------------------------------------------------------
+    def _generate(self, scorer: Any, chars: dict[str, Character]) -> None:
+        todo = [p for p in self.doc["pages"] if p.get("chosen") is None]
+        total = sum(self._wanted(p) for p in todo)
+        self.done_images, self.total_images = 0, max(1, total)
+        for k, page in enumerate(todo):
+            if self._wants_more(page):  # a resumed page may have all its candidates already
+                self._submit_round(page)
+            if k + 1 < len(todo) and self._wants_more(todo[k + 1]):  # keep the worker busy while scoring
+                self._submit_round(todo[k + 1])
+            while page["number"] in self.pending:
+                job, seeds = self.pending.pop(page["number"])
+                result = self._wait(job, len(seeds))
+                self._add_candidates(page, result, seeds, scorer, chars)
+                if self._wants_more(page):
+                    self._submit_round(page)
+            self._choose(page)
+
+    def _wanted(self, page: dict) -> int:
+        return max(0, self.req["candidates"] - len(page.get("candidates", [])))
+
+    def _wants_more(self, page: dict) -> bool:
+        cands = page["candidates"]
+        if len(cands) < self.req["candidates"]:
+            return True
+        threshold = self.req.get("threshold")
+        if threshold is None or len(cands) >= self.req["max_candidates"]:
+            return False
+        best = max((c["scores"]["total"] for c in cands if c.get("scores")), default=None)
+        return best is not None and best < threshold
+
+    def _submit_round(self, page: dict) -> None:
+        if page["number"] in self.pending:
+            return
+        have = len(page["candidates"])
+        count = self.req["candidates"] - have if have < self.req["candidates"] else self.req["candidates"]
+        count = max(1, min(count, self.req["max_candidates"] - have))
+        base = page.get("seed_base")
+        if base is None:
+            base = (self.req["seed"] + (page["number"] - 1) * SEED_STRIDE) % MAX_SEED
+        seeds = [(base + have + i) % MAX_SEED for i in range(count)]
+        spec = GenerationSpec(
+            prompt=page["prompt"],
+            negative_prompt=self.req.get("negative_prompt", ""),
+            seed=seeds[0],
+            steps=self.req["steps"],
+            cfg_scale=self.req["cfg_scale"],
+            width=self.req["width"],
+            height=self.req["height"],
+            sampler=self.req["sampler"],
+            scheduler=self.req.get("scheduler", "automatic"),
+            batch_size=count,
+            model=self.req.get("model"),
+            extra={"infotext_extra": {"Book": self.id, "Page": page["number"]}},
+        )
+        retry = Retrying(
+            retry=retry_if_exception_type(QueueFull),
+            wait=wait_fixed(0.25),
+            stop=stop_any(stop_when_event_set(self.ctx.stop)),
+            reraise=True,
+        )
+        for attempt in retry:
+            with attempt:
+                job = self.ctx.service.submit(spec, owner=self.owner, meta={"book": self.id})
+        self.pending[page["number"]] = (job, seeds)
+
+    def _wait(self, gen: Job, count: int) -> Any:
+        """The generation's result; the book job's progress follows its steps; cancel and stop reach it."""
+        steps = max(1, self.req["steps"])
+        while True:
+            if self.job.cancelled or self.ctx.stop.is_set():
+                self._cancel_pending(gen)
+                self._check()
+            try:
+                return gen.future.result(timeout=0.1)
+            except TimeoutError:
+                done = self.done_images * steps + min(gen.progress.step, steps) * count
+                self.job.report(done, self.total_images * steps)
+
+    def _cancel_pending(self, current: Job | None = None) -> None:
+        for job, _ in list(self.pending.values()):
+            job.cancel()
+        if current is not None:
+            current.cancel()
+
+    def _add_candidates(self, page: dict, result: Any, seeds: list[int], scorer: Any, chars) -> None:
+        scores: list[ranking.Scores | None] = [None] * len(result.images)
+        if scorer is not None:
+            text = scorer.text_features([page["text"]])[0]
+            feats = scorer.image_features(result.pil_images)
+            refs = self._references(page, scorer, chars)
+            scores = [ranking.score(f, text, refs, self.req["clip_t_weight"], self.req["clip_i_weight"]) for f in feats]
+        for i, pil in enumerate(result.pil_images):
+            s = scores[i]
+            infotext = result.infotexts[i]
+            if s is not None:
+                infotext += "".join(f", {k}: {v}" for k, v in s.infotext().items())
+            data = encode_png(pil, infotext)
+            staged = self.ctx.images.stage_bytes(data)
+            self.ctx.images.commit(staged)
+            if scorer is not None:
+                self.ctx.features[staged.digest] = feats[i]
+            page["candidates"].append(
+                {
+                    "index": len(page["candidates"]),
+                    "seed": result.seeds[i] if i < len(result.seeds) else seeds[i],
+                    "digest": staged.digest,
+                    "scores": s.as_dict() if s is not None else None,
+                }
+            )
+            self.done_images += 1
+        self._save()
+        self.job.report(self.done_images * self.req["steps"], self.total_images * self.req["steps"])
+
+    def _references(self, page: dict, scorer: Any, chars: dict[str, Character]) -> list[list[float]]:
+        """Reference embeddings: avatar images of the page's characters and earlier chosen pages (see ranking)."""
+        names = {n.lower() for n in page.get("characters", [])}
+        refs: list[list[float]] = []
+        for name in sorted(names):
+            ch = chars.get(name)
+            if ch is not None:
+                refs += self._avatar_features(ch, scorer)
+        for other in self.doc["pages"]:
+            if other["number"] >= page["number"] or other.get("chosen") is None:
+                continue
+            if names and not names & {n.lower() for n in other.get("characters", [])}:
+                continue
+            digest = other["candidates"][other["chosen"]]["digest"]
+            refs.append(self._features(digest, scorer))
+        return refs
+
+    def _avatar_features(self, ch: Character, scorer: Any) -> list[list[float]]:
+        registry = self.ctx.service.avatars
+        tokens, _errors = scan(ch.avatars or "")
+        out = []
+        for token in tokens:
+            if registry is None or token.kind not in REFERENCE_KINDS:
+                continue
+            ref = registry.resolve(self.owner, token.kind, token.name, 1.0)
+            for path in ref.files if ref is not None else ():
+                key = f"avatar:{ref.digest}:{path.name}"
+                if key not in self.ctx.features:
+                    with Image.open(path) as im:
+                        self.ctx.features[key] = scorer.image_features([im.convert("RGB")])[0]
+                out.append(self.ctx.features[key])
+        return out
+
+    def _features(self, digest: str, scorer: Any) -> list[float]:
+        if digest not in self.ctx.features:
+            with Image.open(io.BytesIO(self.ctx.images.path(digest).read_bytes())) as im:
+                self.ctx.features[digest] = scorer.image_features([im.convert("RGB")])[0]
+        return self.ctx.features[digest]
+
+    def _choose(self, page: dict) -> None:
+        cands = page["candidates"]
+        if all(c.get("scores") for c in cands):
+            chosen = ranking.best([ranking.Scores(**c["scores"]) for c in cands])
+        else:
+            chosen = 0  # no scorer: the first candidate (the page's own seed)
+        page["chosen"] = chosen
+        page.pop("seed_base", None)
+        self._save()
+        self.job.events.emit(
+            "page", page=page["number"], state="chosen", chosen=chosen, scores=cands[chosen].get("scores")
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _check(self) -> None:
+        if self.ctx.stop.is_set():
+            raise Stopping("the server is stopping")
+        if self.job.cancelled:
+            raise JobCancelled("the book was cancelled")
+
+    def _save(self) -> None:
+        self.ctx.store.save(self.id, document=self.doc)
+
+
+def _new_page(number: int, text: str) -> dict:
+    return {"number": number, "text": text, "prompt": None, "characters": [], "candidates": [], "chosen": None}
+
+
+def new_seed() -> int:
+    return random.randrange(MAX_SEED)
