@@ -119,6 +119,11 @@ class GenerationService:
         job = self.queue.submit(Job(work=lambda job: self._load(entry), kind="load"))
         return job.future.result()
 
+    def on_worker(self, fn: Any, *, kind: str = "task") -> Job:
+        """Queue `fn()` on the worker thread (e.g. CLIP scoring): torch work on a second thread competes with
+        the worker's thread pool and slows generation down (measured: about 20% on 2 cores)."""
+        return self.queue.submit(Job(work=lambda job: fn(), kind=kind))
+
     def _load(self, entry: ModelEntry) -> ModelEntry:
         """Make `entry` the configured checkpoint (the A1111 option) and load it."""
         loaded = self._ensure_loaded(entry)

@@ -175,6 +175,11 @@ class BookRun:
             model=self.req.get("model"),
             extra={"infotext_extra": {"Book": self.id, "Page": page["number"]}},
         )
+        job = self._queued(lambda: self.ctx.service.submit(spec, owner=self.owner, meta={"book": self.id}))
+        self.pending[page["number"]] = (job, seeds)
+
+    def _queued(self, submit: Callable[[], Job]) -> Job:
+        """Submit to the shared queue, waiting while it is full (other clients come first)."""
         retry = Retrying(
             retry=retry_if_exception_type(QueueFull),
             wait=wait_fixed(0.25),
@@ -183,8 +188,21 @@ class BookRun:
         )
         for attempt in retry:
             with attempt:
-                job = self.ctx.service.submit(spec, owner=self.owner, meta={"book": self.id})
-        self.pending[page["number"]] = (job, seeds)
+                return submit()
+        raise Stopping("the server is stopping")
+
+    def _on_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run torch work (CLIP) on the generation worker: a second torch thread slows the worker down."""
+        job = self._queued(lambda: self.ctx.service.on_worker(fn, kind="score"))
+        while True:
+            try:
+                self._check()
+                return job.future.result(timeout=0.1)
+            except TimeoutError:
+                continue
+            except BaseException:
+                job.cancel()
+                raise
 
     def _wait(self, gen: Job, count: int) -> Any:
         """The generation's result; the book job's progress follows its steps; cancel and stop reach it."""
@@ -207,11 +225,9 @@ class BookRun:
 
     def _add_candidates(self, page: dict, result: Any, seeds: list[int], scorer: Any, chars) -> None:
         scores: list[ranking.Scores | None] = [None] * len(result.images)
+        feats: list[list[float]] = []
         if scorer is not None:
-            text = scorer.text_features([page["text"]])[0]
-            feats = scorer.image_features(result.pil_images)
-            refs = self._references(page, scorer, chars)
-            scores = [ranking.score(f, text, refs, self.req["clip_t_weight"], self.req["clip_i_weight"]) for f in feats]
+            scores, feats = self._on_worker(lambda: self._score(page, result.pil_images, scorer, chars))
         for i, pil in enumerate(result.pil_images):
             s = scores[i]
             infotext = result.infotexts[i]
@@ -220,7 +236,7 @@ class BookRun:
             data = encode_png(pil, infotext)
             staged = self.ctx.images.stage_bytes(data)
             self.ctx.images.commit(staged)
-            if scorer is not None:
+            if feats:
                 self.ctx.features[staged.digest] = feats[i]
             page["candidates"].append(
                 {
@@ -233,6 +249,14 @@ class BookRun:
             self.done_images += 1
         self._save()
         self.job.report(self.done_images * self.req["steps"], self.total_images * self.req["steps"])
+
+    def _score(self, page: dict, images: list, scorer: Any, chars) -> tuple[list[ranking.Scores], list]:
+        """CLIP features of the page text, its candidates and their references, and the candidates' scores."""
+        text = scorer.text_features([page["text"]])[0]
+        feats = scorer.image_features(images)
+        refs = self._references(page, scorer, chars)
+        w_t, w_i = self.req["clip_t_weight"], self.req["clip_i_weight"]
+        return [ranking.score(f, text, refs, w_t, w_i) for f in feats], feats
 
     def _references(self, page: dict, scorer: Any, chars: dict[str, Character]) -> list[list[float]]:
         """Reference embeddings: avatar images of the page's characters and earlier chosen pages (see ranking)."""
