@@ -150,6 +150,7 @@ def test_book_progress_over_the_job_api(client, book):
     job = client.get(f"/v1/jobs/{book['id']}").json()
     assert job["state"] == "done" and job["progress"]["fraction"] == 1.0
     assert job["result"]["object"] == "book" and job["result"]["id"] == book["id"]
+    assert book["id"] in [j["id"] for j in client.get("/v1/jobs?limit=100").json()["data"]]
     with client.stream("GET", f"/v1/jobs/{book['id']}/events") as r:
         events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
     chosen = [e["page"] for e in events if e.get("page") and "chosen" in e]
@@ -208,6 +209,7 @@ def test_errors(client, book):
 
     r = post({"story": STORY, "keywords": "a fox"})
     assert r.status_code == 422 and "either story" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "story"
     r = post({"keywords": "a fox in the snow"})
     assert r.status_code == 422 and "--llm-base-url" in r.json()["error"]["message"]
     r = post({"story": STORY, "characters": ["nobody"]})
@@ -238,3 +240,28 @@ def test_other_keys_do_not_see_a_book(tmp_path, tiny_models, tiny_clip):
         assert c.get(f"/v1/books/{book_id}/export.pdf", headers=other).status_code == 404
         assert c.get("/v1/books", headers=other).json()["data"] == []
         assert c.get(f"/v1/books/{book_id}", headers=mine).status_code == 200
+
+
+def test_threshold_keeps_generating_up_to_the_maximum(client):
+    never = make_book(client, candidates=1, threshold=1.0, max_candidates=3)  # a cosine never reaches 1
+    assert [len(p["candidates"]) for p in never["pages"]] == [3, 3, 3]
+    assert [c["seed"] for c in never["pages"][0]["candidates"]] == [7, 8, 9]
+    easy = make_book(client, candidates=1, threshold=-1.0, max_candidates=3)  # the first one is good enough
+    assert [len(p["candidates"]) for p in easy["pages"]] == [1, 1, 1]
+    r = client.post("/v1/books", json={"story": STORY, "candidates": 3, "max_candidates": 2})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "max_candidates"
+    assert r.json()["error"]["message"] == "max_candidates must be at least candidates (3)"
+
+
+def test_cancel_over_the_job_api_then_resume(client):
+    r = client.post("/v1/books", json={"story": STORY, "candidates": 2, **SMALL, "steps": 40})
+    book_id = r.json()["id"]
+    assert client.delete(f"/v1/jobs/{book_id}").status_code in (200, 202)
+    cancelled = finish(client, book_id)
+    assert cancelled["state"] == "cancelled" and cancelled["pages_done"] < 3
+    assert client.get(f"/v1/jobs/{book_id}").json()["state"] == "cancelled"
+    r = client.get(f"/v1/books/{book_id}/export.pdf")
+    assert r.status_code == 409 and "not finished" in r.json()["error"]["message"]
+    assert client.post(f"/v1/books/{book_id}/resume").status_code == 202
+    done = finish(client, book_id)
+    assert done["state"] == "done" and done["pages_done"] == 3

@@ -31,6 +31,8 @@ from pictale.service.webhooks import WebhookSender
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Caller = Annotated[Principal, Depends(require_auth)]
 
+JOB_KINDS = ("generate", "book")
+"""What the job API shows: generations and books (a book's job has the book's id)."""
 CANCEL_WAIT = 3.0
 """DELETE waits this long for a running job to stop before answering 202 (still stopping)."""
 FOLLOW_POLL = 0.25
@@ -47,7 +49,7 @@ _PARAMS = {
 def own_job(request: Request, job_id: str, caller: Caller) -> Job:
     """The caller's generation job, else 404 (other keys' jobs do not exist for it)."""
     job = service(request).queue.get(job_id)
-    if job is None or job.kind not in ("generate", "book") or job.owner != caller.id:
+    if job is None or job.kind not in JOB_KINDS or job.owner != caller.id:
         raise JobNotFound(f"no job with id {job_id!r}", param="job_id")
     return job
 
@@ -122,7 +124,7 @@ def list_jobs(
     state: Annotated[JobState | None, Query()] = None,
 ) -> dict[str, Any]:
     """The caller's recent jobs, newest first (without `result`: GET a job for its images)."""
-    jobs = [j for j in service(request).queue.jobs() if j.kind == "generate" and j.owner == caller.id]
+    jobs = [j for j in service(request).queue.jobs() if j.kind in JOB_KINDS and j.owner == caller.id]
     if state is not None:
         jobs = [j for j in jobs if job_state(j) == state.value]
     jobs.sort(key=lambda j: j.created, reverse=True)

@@ -92,12 +92,17 @@ class BookRequest(_Picture):
     @model_validator(mode="after")
     def _one_source(self) -> BookRequest:
         has_story, has_keywords = bool((self.story or "").strip()), bool((self.keywords or "").strip())
+        # InvalidRequest (not ValueError) passes through pydantic: the 422 names the field it is about.
         if has_story == has_keywords:
-            raise ValueError("give either story (the text) or keywords (the LLM writes the story), not both")
+            raise InvalidRequest(
+                "give either story (the text) or keywords (the LLM writes the story), not both", param="story"
+            )
         if self.clip_t_weight + self.clip_i_weight <= 0:
-            raise ValueError("clip_t_weight and clip_i_weight must not both be 0")
+            raise InvalidRequest("clip_t_weight and clip_i_weight must not both be 0", param="clip_t_weight")
         if self.max_candidates is not None and self.max_candidates < self.candidates:
-            raise ValueError(f"max_candidates must be at least candidates ({self.candidates})")
+            raise InvalidRequest(
+                f"max_candidates must be at least candidates ({self.candidates})", param="max_candidates"
+            )
         return self
 
     def to_request(self) -> dict[str, Any]:
