@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pictale.cli.keys import DatabaseUrl, DataDir, fail, open_database
+from pictale.cli.keys import DatabaseUrl, DataDir, fail, owned
 
 app = typer.Typer(help="Face, style and pose images, LoRAs and embeddings, per API key.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -26,24 +26,11 @@ Key = Annotated[
 @contextlib.contextmanager
 def opened(data_dir: Path | None, database_url: str | None, key: str | None) -> Iterator[tuple]:
     """(registry, owner id) for the key given, or the local user; errors end the command with exit code 2."""
-    from pictale.accounts.keys import KeyStore
     from pictale.avatars.registry import AvatarRegistry
-    from pictale.core.errors import PictaleError
-    from pictale.core.types import LOCAL_PRINCIPAL
     from pictale.storage.blobs import BlobStore
 
-    settings, db = open_database(data_dir, database_url)
-    try:
-        owner = LOCAL_PRINCIPAL
-        if key:
-            owner = KeyStore(db).verify(key)
-            if owner is None:
-                raise fail("--key is not a valid API key for this data dir")
-        yield AvatarRegistry(db, BlobStore(settings.blobs_path), settings), owner.id
-    except PictaleError as exc:
-        raise fail(exc.message) from None
-    finally:
-        db.dispose()
+    with owned(data_dir, database_url, key) as (settings, db, owner):
+        yield AvatarRegistry(db, BlobStore(settings.blobs_path), settings), owner
 
 
 def _size(n: int) -> str:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pictale.cli.avatars import Key
-from pictale.cli.keys import DatabaseUrl, DataDir, fail, open_database
+from pictale.cli.keys import DatabaseUrl, DataDir, fail, owned
 
 app = typer.Typer(
     help="Story characters: a description and avatars that <be-char:NAME> brings into a prompt, per API key.",
@@ -30,23 +30,10 @@ Seed = Annotated[int | None, typer.Option(help="A fixed seed: requests with seed
 @contextlib.contextmanager
 def opened(data_dir: Path | None, database_url: str | None, key: str | None) -> Iterator[tuple]:
     """(store, owner id) for the key given, or the local user; errors end the command with exit code 2."""
-    from pictale.accounts.keys import KeyStore
     from pictale.avatars.characters import CharacterStore
-    from pictale.core.errors import PictaleError
-    from pictale.core.types import LOCAL_PRINCIPAL
 
-    _, db = open_database(data_dir, database_url)
-    try:
-        owner = LOCAL_PRINCIPAL
-        if key:
-            owner = KeyStore(db).verify(key)
-            if owner is None:
-                raise fail("--key is not a valid API key for this data dir")
-        yield CharacterStore(db), owner.id
-    except PictaleError as exc:
-        raise fail(exc.message) from None
-    finally:
-        db.dispose()
+    with owned(data_dir, database_url, key) as (_settings, db, owner):
+        yield CharacterStore(db), owner
 
 
 @app.command("add")

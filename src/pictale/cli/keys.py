@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +31,28 @@ def open_database(data_dir: Path | None, database_url: str | None):
     db = Database(settings.db_url)
     db.migrate()
     return settings, db
+
+
+@contextlib.contextmanager
+def owned(data_dir: Path | None, database_url: str | None, key: str | None) -> Iterator[tuple[Any, Any, str]]:
+    """(settings, database, owner id) for the key given, or the local user; pictale errors end the command
+    with exit code 2; the database is closed afterwards."""
+    from pictale.accounts.keys import KeyStore
+    from pictale.core.errors import PictaleError
+    from pictale.core.types import LOCAL_PRINCIPAL
+
+    settings, db = open_database(data_dir, database_url)
+    try:
+        owner = LOCAL_PRINCIPAL
+        if key:
+            owner = KeyStore(db).verify(key)
+            if owner is None:
+                raise fail("--key is not a valid API key for this data dir")
+        yield settings, db, owner.id
+    except PictaleError as exc:
+        raise fail(exc.message) from None
+    finally:
+        db.dispose()
 
 
 def fail(message: str) -> typer.Exit:
