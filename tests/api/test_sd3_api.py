@@ -1,4 +1,5 @@
-"""An SD3 (T5 family) model behind the A1111 and OpenAI routes: infotext, seeds, long prompts, avatars, batching."""
+"""An SD3 (T5 family) model behind the A1111 and OpenAI routes: infotext, seeds, long prompts, avatars (LoRA, face/style
+through the SD3 IP-Adapter), batching."""
 
 from __future__ import annotations
 
@@ -22,19 +23,33 @@ from tests.avatars import files
 BASE = {"prompt": "a photo of a cat", "steps": 2, "width": 64, "height": 64, "seed": 3}
 
 
+def _sd3_client(data_dir, tiny_models, ip_adapter_dir) -> TestClient:
+    # make_client pins the SD 1.5 model, so the settings are built here with the SD3 folder.
+    settings = Settings(data_dir=data_dir, model=str(tiny_models["sd3"]), ip_adapter_dir=ip_adapter_dir)
+    return TestClient(create_app(settings))
+
+
+def _upload(c, kind, name, filename, data) -> None:
+    parts = [("files", (filename, data, "application/octet-stream"))]
+    r = c.post("/v1/avatars", data={"kind": kind, "name": name}, files=parts)
+    assert r.status_code == 201, r.text
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, tiny_models):
-    # make_client pins the SD 1.5 model, so the settings are built here with the SD3 folder.
-    settings = Settings(data_dir=tmp_path_factory.mktemp("sd3-api"), model=str(tiny_models["sd3"]))
-    with TestClient(create_app(settings)) as c:
-        for kind, name, upload in (
-            ("lora", "toy3", ("toy3.safetensors", tiny_models["lora_sd3"].read_bytes())),
-            ("lora", "toy15", ("toy15.safetensors", tiny_models["lora_peft"].read_bytes())),
-            ("face", "lucy", ("a.png", files.png(seed=1))),
+    # The tiny IP-Adapter dir holds the tiny SD3 IP-Adapter in IP-Adapter/sd3/.
+    with _sd3_client(tmp_path_factory.mktemp("sd3-api"), tiny_models, tiny_models["ip_adapter"]) as c:
+        for kind, name, filename, data in (
+            ("lora", "toy3", "toy3.safetensors", tiny_models["lora_sd3"].read_bytes()),
+            ("lora", "toy15", "toy15.safetensors", tiny_models["lora_peft"].read_bytes()),
+            ("face", "lucy", "a.png", files.png(seed=1)),
+            ("face", "max", "m.png", files.png(seed=3)),
+            ("style", "cartoon1", "s.png", files.png(seed=4)),
+            ("pose", "run", "p.png", files.skeleton()),
+            ("embedding", "sparkle", "ti.safetensors", tiny_models["embedding"].read_bytes()),
         ):
-            parts = [("files", (upload[0], upload[1], "application/octet-stream"))]
-            r = c.post("/v1/avatars", data={"kind": kind, "name": name}, files=parts)
-            assert r.status_code == 201, r.text
+            _upload(c, kind, name, filename, data)
+        c.first_plain = pixels(txt2img(c))  # before any IP-Adapter was loaded on this server's model
         yield c
 
 
@@ -100,24 +115,70 @@ def test_lora_avatar_on_sd3_weight_zero_is_identical_and_one_differs(client):
     assert pixels(on) != base and 'Avatars: "lora:toy3:1"' in info_of(on)["infotexts"][0]
 
 
-def test_face_avatar_and_sd15_lora_on_sd3_are_422_before_queueing(client):
+def test_face_avatar_on_sd3_through_its_ip_adapter(client):
+    base = client.first_plain
+    assert pixels(txt2img(client)) == base
+    face = txt2img(client, prompt="<be-face:lucy:0.6> a photo of a cat")
+    assert pixels(face) != base
+    text = info_of(face)["infotexts"][0]
+    assert text.startswith("<be-face:lucy:0.6> a photo of a cat\n") and 'Avatars: "face:lucy:0.6"' in text
+    assert pixels(txt2img(client)) == base  # a job after the IP-Adapter job: the very first image
+    assert pixels(txt2img(client, prompt="<be-face:lucy:0> a photo of a cat")) == base
+    low = pixels(txt2img(client, prompt="<be-face:lucy:0.3> a photo of a cat"))
+    high = pixels(txt2img(client, prompt="<be-face:lucy:0.9> a photo of a cat"))
+    assert len({low, high, base}) == 3
+    style = txt2img(client, prompt="<be-style:cartoon1:0.7> <be-lora:toy3:1> a photo of a cat")
+    assert pixels(style) != base and 'Avatars: "style:cartoon1:0.7, lora:toy3:1"' in info_of(style)["infotexts"][0]
+    # The combination with a weight-0 second face is one IP-Adapter avatar: allowed, and the same picture.
+    assert pixels(txt2img(client, prompt="<be-face:max:0> <be-face:lucy:0.6> a photo of a cat")) == pixels(face)
+
+
+def test_avatars_sd3_cannot_apply_are_422_before_queueing(client):
     svc = client.app.state.service
     before = svc.last_job
-    r = client.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "<be-face:lucy:0.5> a girl"})
+    r = client.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "<be-face:lucy:0.5> <be-style:cartoon1:0.4> a girl"})
     assert r.status_code == 422
     assert r.json()["detail"] == (
-        "face avatars (<be-face:lucy>) need an IP-Adapter, which pictale does not support on SD3 models; "
-        "use a LoRA avatar or an SD 1.5/SDXL model"
+        "SD3 models take one face or style avatar per job (diffusers' SD3 IP-Adapter has a single image slot); "
+        "this prompt has 2: <be-face:lucy>, <be-style:cartoon1>. Keep one of them, or use an SD 1.5/SDXL model"
     )
+    r = client.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "<be-pose:run:0.8> a girl"})
+    assert r.status_code == 422
+    assert r.json()["detail"] == (
+        "pose avatars (<be-pose:run>) need an OpenPose ControlNet, which pictale does not support on SD3 models; "
+        "use LoRA, face or style avatars, or an SD 1.5/SDXL model"
+    )
+    r = client.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "<be-embedding:sparkle:1> a girl"})
+    assert r.status_code == 422 and "<be-embedding:sparkle>" in r.json()["detail"]
     r = client.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "<be-lora:toy15:0.8> a girl"})
     assert r.status_code == 422
     assert r.json()["detail"] == "lora 'toy15' was trained for sd15; the loaded model is sd3"
-    r = client.post("/v1/images/generations", json={"prompt": "<be-face:lucy> a girl", "size": "64x64"})
+    body = {"prompt": "<be-face:lucy> <be-face:max> a girl", "size": "64x64"}
+    r = client.post("/v1/images/generations", json=body)
     assert r.status_code == 400  # the OpenAI dialect's status for a request error
     error = r.json()["error"]
-    assert error["code"] == "unsupported" and error["param"] == "prompt" and "<be-face:lucy>" in error["message"]
+    assert error["code"] == "unsupported" and error["param"] == "prompt"
+    assert "<be-face:lucy>, <be-face:max>" in error["message"]
     assert svc.last_job is before  # nothing was queued
-    assert txt2img(client, prompt="<be-face:lucy:0> a girl").status_code == 200  # weight 0 applies nothing
+    assert txt2img(client, prompt="<be-pose:run:0> a girl").status_code == 200  # weight 0 applies nothing
+
+
+def test_missing_sd3_ip_adapter_weights_are_422_saying_where_to_put_them(tmp_path, tiny_models):
+    nowhere = tmp_path / "IP-Adapter"
+    with _sd3_client(tmp_path / "data", tiny_models, nowhere) as c:
+        _upload(c, "face", "lucy", "a.png", files.png(seed=1))
+        svc = c.app.state.service
+        before = svc.last_job
+        r = c.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "<be-face:lucy:0.5> a girl"})
+        assert r.status_code == 422
+        detail = r.json()["detail"]
+        assert detail.startswith(
+            f"face avatar 'lucy' on SD3 needs the IP-Adapter file {nowhere}/sd3/ip-adapter.safetensors (not found): "
+            "save InstantX/SD3.5-Large-IP-Adapter's weights there as safetensors"
+        )
+        assert f"in {nowhere}/sd3/image_encoder/" in detail
+        assert svc.last_job is before
+        assert c.post("/sdapi/v1/txt2img", json={**BASE, "prompt": "<be-face:lucy:0> a girl"}).status_code == 200
 
 
 def test_concurrent_sd3_jobs_that_could_batch_all_succeed(client):

@@ -1,4 +1,4 @@
-"""Cheap latent previews: shape and size, and that watching the latents never changes the image."""
+"""Cheap latent previews (SD 1.5, SDXL, SD3): shape and size, and that watching the latents never changes the image."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from pictale.core.types import GenerationSpec
-from pictale.engine import samplers
-from pictale.engine.engine import RunControl
+from pictale.engine import models, samplers
+from pictale.engine.engine import Engine, RunControl
 from pictale.engine.previews import latents_to_rgb, preview_images, preview_pngs, preview_size, watch_x0
 from tests.engine.test_batching import sd15  # noqa: F401 - fixture
 
@@ -23,8 +23,12 @@ def test_latents_map_to_rgb_per_family():
     assert rgb.shape == (2, 8, 6, 3) and rgb.dtype == torch.uint8
     assert not torch.equal(rgb, latents_to_rgb(latents, "sdxl"))  # other factors (and a bias)
     assert latents_to_rgb(torch.zeros(1, 4, 2, 2), "sd15").unique().tolist() == [128]  # 0 is mid grey
-    assert latents_to_rgb(torch.zeros(1, 16, 8, 8), "sd3") is None
-    assert preview_images(torch.zeros(1, 16, 8, 8), "sd3", 64, 64) == []
+    # SD3's 16 channels have their own map (ComfyUI's SD3 factors); a zero latent shows its bias.
+    sd3_rgb = latents_to_rgb(torch.zeros(1, 16, 8, 8), "sd3")
+    assert sd3_rgb.shape == (1, 8, 8, 3) and sd3_rgb[0, 0, 0].tolist() == [158, 155, 152]
+    assert not torch.equal(latents_to_rgb(torch.randn(1, 16, 8, 8), "sd3"), sd3_rgb)
+    assert latents_to_rgb(torch.zeros(1, 16, 8, 8), "sd15") is None  # channels the family's map does not take
+    assert latents_to_rgb(torch.zeros(1, 4, 8, 8), "sd3") is None
 
 
 def test_preview_size_is_the_job_size_capped():
@@ -36,6 +40,24 @@ def test_preview_size_is_the_job_size_capped():
     assert [img.size for img in images] == [(64, 96)] * 3  # upscaled from 8x12 latents
     png = base64.b64decode(preview_pngs(latents[:1], "sd15", 64, 96)[0])
     assert png.startswith(b"\x89PNG") and Image.open(io.BytesIO(png)).size == (64, 96)
+
+
+def test_sd3_jobs_get_previews(tiny_models):
+    engine = Engine(device="cpu", dtype="float32")
+    engine.load(models.resolve_model(str(tiny_models["sd3"]), tiny_models["sd3"].parent))
+    spec = GenerationSpec(prompt="a photo of a cat", steps=3, width=64, height=48)
+    shown: list[tuple[int, list[str]]] = []
+
+    def watch(step, latents):
+        assert latents.shape == (1, 16, 6, 8)
+        shown.append((step, engine.previews(latents, spec.width, spec.height)))
+
+    watched = engine.generate(spec, [spec.prompt], [""], [5], [0], RunControl(on_latents=watch))
+    assert [step for step, _ in shown] == [1, 2, 3] and all(len(pngs) == 1 for _, pngs in shown)
+    png = base64.b64decode(shown[-1][1][0])
+    assert png.startswith(b"\x89PNG") and Image.open(io.BytesIO(png)).size == (64, 48)
+    plain = engine.generate(spec, [spec.prompt], [""], [5], [0])
+    assert np.array_equal(np.asarray(plain.images[0]), np.asarray(watched.images[0]))
 
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "Heun"])

@@ -168,13 +168,15 @@ def test_lora_weight_zero_is_the_base_image_and_one_changes_it(sd3, tiny_models)
 
 
 def test_avatars_sd3_cannot_apply_are_clear_422s(sd3, tiny_models, tmp_path):
+    # Face/style avatars run on SD3 through its IP-Adapter (test_sd3_ip_adapter.py); poses cannot.
     face = AvatarRef(AvatarKind.FACE, "lucy", 0.5, (tmp_path / "a.png",), digest="d-lucy")
+    pose = AvatarRef(AvatarKind.POSE, "run", 0.5, (tmp_path / "a.png",), digest="d-run")
     with pytest.raises(UnsupportedFeature) as err:
-        run(sd3, avatars=(face,))
+        run(sd3, avatars=(pose,))
     assert err.value.status == 422
     assert err.value.message == (
-        "face avatars (<be-face:lucy>) need an IP-Adapter, which pictale does not support on SD3 models; "
-        "use a LoRA avatar or an SD 1.5/SDXL model"
+        "pose avatars (<be-pose:run>) need an OpenPose ControlNet, which pictale does not support on SD3 models; "
+        "use LoRA, face or style avatars, or an SD 1.5/SDXL model"
     )
     with pytest.raises(UnsupportedFeature, match="lora 'toy' was trained for sd15; the loaded model is sd3"):
         run(sd3, avatars=(lora_ref(tiny_models["lora_peft"], family="sd15"),))
@@ -186,6 +188,7 @@ def test_avatars_sd3_cannot_apply_are_clear_422s(sd3, tiny_models, tmp_path):
     with pytest.raises(UnsupportedFeature, match="lora 'toy' was trained for sd3; the loaded model is sd15"):
         check_avatars([sd3_lora], "sd15")
     check_avatars([lora_ref(tiny_models["lora_sdxl"], family="sdxl"), face], "sd15")
+    check_avatars([face, sd3_lora], "sd3")  # one face: SD3's IP-Adapter takes it
 
 
 def test_batches_run_each_request_alone(sd3):

@@ -12,8 +12,9 @@ before:
 - Pose: an OpenPose ControlNet (`<controlnet_path>/openpose-<family>/`, diffusers folder, safetensors),
   one per pose avatar (MultiControlNetModel of the same model), on a `from_pipe` variant of the base pipeline.
 
-On the T5 family (SD3) only LoRA is applied (on the transformer and the CLIP encoders); the other kinds are
-refused with a 422 (`family_support`).
+On the T5 family (SD3): LoRA (on the transformer and the CLIP encoders) and one face or style avatar through
+diffusers' SD3 IP-Adapter (`sd3_ip_adapter.py`); pose and embedding avatars are refused with a 422
+(`family_support`).
 
 Token order never matters: avatars are merged by (kind, digest) (weights summed exactly) and sorted. Weight 0
 (after merging) means the avatar is not applied at all, so the image is exactly the one without its token.
@@ -36,6 +37,7 @@ from pictale.core.types import AvatarKind, AvatarRef, Mode
 from pictale.engine.family_support import T5_FAMILIES, check_avatars, lora_mismatch_message
 from pictale.engine.ip_adapters import IPAdapterSlots, batch_embeds, ip_files
 from pictale.engine.models import read_safetensors_header
+from pictale.engine.sd3_ip_adapter import SD3IPAdapter, sd3_embeds_kwargs
 
 MAX_LORAS = 16
 _KIND_ORDER = {AvatarKind.FACE: 0, AvatarKind.STYLE: 1, AvatarKind.POSE: 2, AvatarKind.LORA: 3, AvatarKind.EMBEDDING: 4}
@@ -67,11 +69,16 @@ class JobAdapters:
     """Changes whenever prompt embeddings would: active text-encoder LoRAs and loaded embeddings."""
     ip_embeds: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     poses: list[tuple[Image.Image, float]] = field(default_factory=list)
+    sd3_ip: tuple[torch.Tensor, torch.Tensor] | None = None
+    """SD3: the (positive, negative) embeddings of the job's one face/style avatar."""
 
     def ip_kwargs(self, batch: int, cfg: bool, device, dtype) -> dict:
         if not self.ip_embeds:
             return {}
         return {"ip_adapter_image_embeds": batch_embeds(self.ip_embeds, batch, cfg, device, dtype)}
+
+    def sd3_ip_kwargs(self, cfg: bool, device, dtype) -> dict:
+        return sd3_embeds_kwargs(self.sd3_ip, cfg, device, dtype)
 
     def control_kwargs(self, mode: Mode, width: int, height: int) -> dict:
         """ControlNet arguments with each pose resized (crop and resize, A1111's default) to the output size."""
@@ -92,6 +99,7 @@ class AvatarAdapters:
         self.device = device
         self.dtype = dtype
         self.ip = IPAdapterSlots(ip_adapter_path, device=device, dtype=dtype)
+        self.sd3_ip = SD3IPAdapter(ip_adapter_path, device=device, dtype=dtype)
         self._loras: OrderedDict[str, bool] = OrderedDict()  # adapter name -> touches a text encoder
         self._active: tuple[tuple[str, float], ...] | None = None
         self._tokens: set[str] = set()
@@ -108,13 +116,14 @@ class AvatarAdapters:
         self._controlnets.clear()
         self._cn_pipes.clear()
         self.ip.reset()
+        self.sd3_ip.reset()
 
     # -- per job ---------------------------------------------------------------------------------
 
     def apply(self, pipe, family: str, avatars: tuple[AvatarRef, ...]) -> JobAdapters:
         """Set the pipeline's adapters to exactly this job's avatars; returns the job's call arguments."""
         refs = canonical(avatars)
-        check_avatars([ref for ref, _ in refs], family)  # the service checked already; this guards other callers
+        check_avatars(avatars, family)  # the service checked already; this guards other callers
         by_kind: dict[AvatarKind, list[tuple[AvatarRef, float]]] = {kind: [] for kind in AvatarKind}
         for ref, weight in refs:
             by_kind[ref.kind].append((ref, weight))
@@ -124,6 +133,9 @@ class AvatarAdapters:
         job = JobAdapters(text_key=(text_loras, tuple(sorted(self._tokens))))
 
         ip_refs = by_kind[AvatarKind.FACE] + by_kind[AvatarKind.STYLE]
+        if family in T5_FAMILIES:  # check_avatars allowed at most one
+            job.sd3_ip = self.sd3_ip.apply(pipe, ip_refs[0] if ip_refs else None)
+            return job
         slots = [(ip_files(self.ip.root, family, ref.kind, ref.name), weight) for ref, weight in ip_refs]
         job.ip_embeds = [self.ip.embeds(ref, files) for (ref, _), (files, _) in zip(ip_refs, slots, strict=True)]
         if self.ip.apply(pipe, slots):

@@ -1,13 +1,17 @@
 """Which avatar kinds each model family can apply, and the 422 messages when it cannot. Pure Python, no torch.
 
-The T5 family (SD3) has no IP-Adapter, OpenPose ControlNet or CLIP textual inversion in pictale: face,
-style, pose and embedding avatars are refused on it, before the job is queued (`service.families`) and
-again in the engine. LoRA avatars work on every family, but only on the family they were trained for.
+The T5 family (SD3) applies LoRA avatars and face/style avatars through diffusers' SD3 IP-Adapter
+(`engine.sd3_ip_adapter`), which has a single image slot: one face or style token per SD3 job. Pose and
+embedding avatars (no OpenPose ControlNet or CLIP textual inversion for SD3 in pictale) are refused. Each
+rule answers before the job is queued (`service.families`) and again in the engine. LoRA avatars work on
+every family, but only on the family they were trained for.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from pathlib import Path
 
 from pictale.core.errors import UnsupportedFeature
 from pictale.core.types import AvatarKind, AvatarRef
@@ -17,9 +21,14 @@ T5_FAMILIES = frozenset({"sd3"})
 
 FAMILY_LABELS = {"sd15": "SD 1.5", "sd2": "SD 2", "sdxl": "SDXL", "sd3": "SD3"}
 
+IP_KINDS = frozenset({AvatarKind.FACE, AvatarKind.STYLE})
+SD3_MAX_IP_AVATARS = 1
+"""diffusers' SD3 IP-Adapter takes one adapter, one image embedding and one scale per call."""
+SD3_IP_WEIGHTS = Path("sd3") / "ip-adapter.safetensors"
+SD3_IP_ENCODER = Path("sd3") / "image_encoder"
+"""Where the SD3 IP-Adapter lives under the IP-Adapter root (see `engine.sd3_ip_adapter`)."""
+
 _NEEDS = {
-    AvatarKind.FACE: "need an IP-Adapter",
-    AvatarKind.STYLE: "need an IP-Adapter",
     AvatarKind.POSE: "need an OpenPose ControlNet",
     AvatarKind.EMBEDDING: "are textual inversions for CLIP-only text encoders",
 }
@@ -52,19 +61,71 @@ def unsupported_avatar_message(ref: AvatarRef, family: str | None) -> str | None
         if t5 and family and ref.family and ref.family != family:
             return lora_mismatch_message(ref.name, ref.family, family)
         return None
-    if family not in T5_FAMILIES:
+    if family not in T5_FAMILIES or ref.kind in IP_KINDS:
         return None
     return (
         f"{ref.kind.value} avatars ({avatar_token(ref)}) {_NEEDS[ref.kind]}, which pictale does not support on "
-        f"{family_label(family)} models; use a LoRA avatar or an SD 1.5/SDXL model"
+        f"{family_label(family)} models; use LoRA, face or style avatars, or an SD 1.5/SDXL model"
     )
 
 
+def applied(refs: Iterable[AvatarRef]) -> list[AvatarRef]:
+    """The avatars a job applies: one per (kind, digest), in prompt order, without those whose weights sum to 0."""
+    groups: dict[tuple[AvatarKind, str], list[AvatarRef]] = {}
+    for ref in refs:
+        groups.setdefault((ref.kind, ref.digest), []).append(ref)
+    return [group[0] for group in groups.values() if math.fsum(r.weight for r in group) != 0]
+
+
 def check_avatars(refs: Iterable[AvatarRef], family: str | None, *, param: str | None = None) -> None:
-    """Raise UnsupportedFeature (422) for the first avatar of weight > 0 the family cannot apply."""
+    """Raise UnsupportedFeature (422) for the first avatar of weight > 0 the family cannot apply, or for more
+    IP-Adapter avatars than an SD3 job takes."""
+    refs = list(refs)
     for ref in refs:
         if ref.weight == 0:
             continue  # weight 0 applies nothing: the image is the one without the token
         message = unsupported_avatar_message(ref, family)
         if message is not None:
             raise UnsupportedFeature(message, param=param)
+    if family in T5_FAMILIES:
+        ip = [ref for ref in applied(refs) if ref.kind in IP_KINDS]
+        if len(ip) > SD3_MAX_IP_AVATARS:
+            tokens = ", ".join(avatar_token(ref) for ref in ip)
+            raise UnsupportedFeature(
+                f"{family_label(family)} models take one face or style avatar per job (diffusers' SD3 IP-Adapter "
+                f"has a single image slot); this prompt has {len(ip)}: {tokens}. "
+                "Keep one of them, or use an SD 1.5/SDXL model",
+                param=param,
+            )
+
+
+def missing_sd3_ip_adapter(root: Path | None, ref: AvatarRef) -> str | None:
+    """Why the SD3 IP-Adapter files for `ref` are not usable under `root` (None: both are there)."""
+    what = f"{ref.kind.value} avatar {ref.name!r}"
+    if root is None:
+        return f"{what} needs IP-Adapter weights, but no IP-Adapter directory is configured"
+    weights, encoder = Path(root) / SD3_IP_WEIGHTS, Path(root) / SD3_IP_ENCODER
+    where = (
+        f"save InstantX/SD3.5-Large-IP-Adapter's weights there as safetensors and its SigLIP image encoder "
+        f"(google/siglip-so400m-patch14-384: config.json, model.safetensors, preprocessor_config.json) in {encoder}/"
+    )
+    if not weights.is_file():
+        pickle = weights.with_suffix(".bin")
+        found = f" ({pickle.name} is there, but only safetensors files are read)" if pickle.is_file() else ""
+        return f"{what} on SD3 needs the IP-Adapter file {weights} (not found){found}: {where}"
+    if not (encoder / "config.json").is_file():
+        return f"{what} on SD3 needs the IP-Adapter image encoder {encoder}/ (not found): {where}"
+    return None
+
+
+def check_ip_adapter_files(
+    refs: Iterable[AvatarRef], family: str | None, root: Path | None, *, param: str | None = None
+) -> None:
+    """422 naming where the SD3 IP-Adapter files go when a face/style avatar of an SD3 job finds none."""
+    if family not in T5_FAMILIES:
+        return  # SD 1.5/SDXL files depend on the kind and are looked up by the engine
+    for ref in applied(refs):
+        if ref.kind in IP_KINDS:
+            message = missing_sd3_ip_adapter(root, ref)
+            if message is not None:
+                raise UnsupportedFeature(message, param=param)

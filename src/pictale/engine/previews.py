@@ -1,8 +1,10 @@
-"""Cheap live previews: the 4 latent channels mapped linearly to RGB, no VAE pass (A1111's "Approx cheap").
+"""Cheap live previews: the latent channels (4, or SD3's 16) mapped linearly to RGB, no VAE pass (A1111's
+"Approx cheap").
 
-The factors are the per-family least-squares fits the community uses for this (as in ComfyUI's
-`latent_formats.py`); they apply to model-space latents, what the pipeline samples. A preview is the size of
-the latents upscaled to the job's size, capped at PREVIEW_MAX_SIDE, sent as a base64 PNG.
+The factors and biases are the per-family least-squares fits the community uses for this (ComfyUI's
+`comfy/latent_formats.py`, classes SD15, SDXL and SD3); they apply to model-space latents, what the pipeline
+samples (for SD3 after its shift and scaling, as in ComfyUI). A preview is the size of the latents upscaled to
+the job's size, capped at PREVIEW_MAX_SIDE, sent as a base64 PNG.
 """
 
 from __future__ import annotations
@@ -30,15 +32,37 @@ SDXL_FACTORS = (
     (-0.3165, -0.2492, -0.2188),
 )
 SDXL_BIAS = (0.1084, -0.0175, -0.0011)
+SD3_FACTORS = (
+    (-0.0922, -0.0175, 0.0749),
+    (0.0311, 0.0633, 0.0954),
+    (0.1994, 0.0927, 0.0458),
+    (0.0856, 0.0339, 0.0902),
+    (0.0587, 0.0272, -0.0496),
+    (-0.0006, 0.1104, 0.0309),
+    (0.0978, 0.0306, 0.0427),
+    (-0.0042, 0.1038, 0.1358),
+    (-0.0194, 0.0020, 0.0669),
+    (-0.0488, 0.0130, -0.0268),
+    (0.0922, 0.0988, 0.0951),
+    (-0.0278, 0.0524, -0.0542),
+    (0.0332, 0.0456, 0.0895),
+    (-0.0069, -0.0030, -0.0810),
+    (-0.0596, -0.0465, -0.0293),
+    (-0.1448, -0.1463, -0.1189),
+)
+SD3_BIAS = (0.2394, 0.2135, 0.1925)
+_NO_BIAS = (0.0, 0.0, 0.0)
+_FORMATS = {"sdxl": (SDXL_FACTORS, SDXL_BIAS), "sd3": (SD3_FACTORS, SD3_BIAS)}
+"""Per family; any other family (SD 1.5, SD 2, unknown) uses the SD 1.5 map."""
 
 
 def latents_to_rgb(latents: torch.Tensor, family: str | None) -> torch.Tensor | None:
-    """[B, 4, h, w] latents -> [B, h, w, 3] uint8 RGB; None for latents this map does not know (not 4 channels)."""
-    if latents.dim() != 4 or latents.shape[1] != 4:
+    """[B, C, h, w] latents -> [B, h, w, 3] uint8 RGB; None when C is not what the family's map takes."""
+    rows, biases = _FORMATS.get(family or "", (SD15_FACTORS, _NO_BIAS))
+    if latents.dim() != 4 or latents.shape[1] != len(rows):
         return None
-    xl = family == "sdxl"
-    factors = torch.tensor(SDXL_FACTORS if xl else SD15_FACTORS, dtype=torch.float32)
-    bias = torch.tensor(SDXL_BIAS if xl else (0.0, 0.0, 0.0), dtype=torch.float32)
+    factors = torch.tensor(rows, dtype=torch.float32)
+    bias = torch.tensor(biases, dtype=torch.float32)
     with torch.no_grad():
         rgb = torch.einsum("bchw,cr->bhwr", latents.detach().to("cpu", torch.float32), factors) + bias
         return ((rgb + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)

@@ -12,7 +12,8 @@ with both CLIP encoders (cut at 77 tokens, as in every SD3 UI) and with T5 up to
   joint attention has no per-token emphasis that matches A1111's. Clip skip is ignored too (SD3 already uses
   the penultimate CLIP layer).
 - Samplers map to flow-matching schedulers (`flow_samplers`); the infotext names the one that ran.
-- Avatars: LoRA only (`family_support`); seeds: one CPU generator per image, as on the UNet path.
+- Avatars: LoRA, and one face or style avatar through diffusers' SD3 IP-Adapter (`sd3_ip_adapter`), whose
+  embeddings reach every pass (hires too); seeds: one CPU generator per image, as on the UNet path.
 - Jobs never merge into batches, tiling is ignored (the transformer has no convolutions to pad) and
   said so in the infotext.
 
@@ -150,11 +151,16 @@ class _Run:
             "max_sequence_length": self.budget.limit,
         }
 
+    def _ip_kwargs(self) -> dict[str, Any]:
+        # SD3 pipelines use CFG exactly when guidance_scale > 1; the embeds' layout depends on it.
+        return self.engine._job.sd3_ip_kwargs(self.spec.cfg_scale > 1, self.engine.device, self.engine.dtype)
+
     def batch(self, sl: slice, seeds, subseeds, batch_no: int, init_images, masks) -> tuple[list[Image.Image], bool]:
         spec, pipe, engine = self.spec, self.pipe, self.engine
         prompts, negatives = self.prompts[sl], self.negatives[sl]
         kwargs = self._text_kwargs(prompts, negatives)
         kwargs.update(num_inference_steps=spec.steps, guidance_scale=spec.cfg_scale, generator=_generators(seeds))
+        kwargs.update(self._ip_kwargs())
         passes = 2 if self.hires else 1
         if spec.mode is Mode.TXT2IMG:
             kwargs.update(width=spec.width, height=spec.height)
@@ -210,6 +216,7 @@ class _Run:
         with torch.inference_mode():
             out = i2i(
                 **self._text_kwargs(prompts, negatives),
+                **self._ip_kwargs(),
                 image=image,
                 width=width,
                 height=height,

@@ -14,7 +14,8 @@ Layout written by `write_tiny_models(root)`:
 A `<stem>.config/` directory beside a single file is where `engine.models.load_pipeline` looks for that file's
 diffusers configs before falling back to the packaged SD 1.5 / SDXL configs.
 
-It also writes the tiny adapters (IP-Adapter/, ControlNet/, Lora/, embeddings/): see `engine.tiny_adapters`.
+It also writes the tiny adapters (IP-Adapter/, ControlNet/, Lora/, embeddings/): see `engine.tiny_adapters`,
+and the tiny SD3 IP-Adapter (IP-Adapter/sd3/): see `engine.tiny_sd3_adapters`.
 """
 
 from __future__ import annotations
@@ -214,6 +215,7 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
     Keys: sd15, sdxl, sd3 (folders), {sd15,sdxl}_single, {sd15,sdxl}_config, and the adapters' keys.
     """
     from pictale.engine.tiny_sd3 import write_tiny_sd3  # it builds on this module
+    from pictale.engine.tiny_sd3_adapters import write_tiny_sd3_ip_adapter
 
     root = Path(root)
     paths: dict[str, Path] = {}
@@ -233,6 +235,7 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
         pipes[family] = pipe
     paths["sd3"], pipes["sd3"] = write_tiny_sd3(root, TINY_SEED)
     paths.update(write_tiny_adapters(root, pipes))
+    paths["ip_adapter_sd3"] = write_tiny_sd3_ip_adapter(root / "IP-Adapter", pipes["sd3"]) / "sd3"
     return paths
 
 

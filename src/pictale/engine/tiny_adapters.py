@@ -10,6 +10,7 @@ zero-convs would otherwise have no effect), so every adapter visibly changes the
     IP-Adapter/sdxl_models/image_encoder/            a second tiny vision encoder (projection 48)
     IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors            basic projection for SDXL
     IP-Adapter/sdxl_models/ip-adapter-plus-face_sdxl_vit-h.safetensors   Resampler over models/image_encoder
+    IP-Adapter/sd3/                  the SD3 IP-Adapter and SigLIP encoder (`tiny_sd3_adapters`, by `tiny.py`)
     ControlNet/openpose-sd15/, ControlNet/openpose-sdxl/          ControlNetModel.from_unet, zero-convs randomised
     Lora/tiny_kohya.safetensors      kohya/A1111 keys, UNet + text encoder (sd15)
     Lora/tiny_peft.safetensors       diffusers/peft keys, UNet only (sd15)

@@ -1,5 +1,6 @@
-"""Model-family checks made before a job is queued: avatars the job's model family cannot apply get a 422 now,
-not a failed job later (the rules and messages are `engine.family_support`, which imports no torch)."""
+"""Model-family checks made before a job is queued: avatars the job's model family cannot apply, and SD3 face/style
+avatars whose IP-Adapter files are missing, get a 422 now, not a failed job later (the rules and messages are
+`engine.family_support`, which imports no torch)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from pictale.core.errors import PictaleError
 from pictale.core.types import GenerationSpec
-from pictale.engine.family_support import check_avatars
+from pictale.engine.family_support import check_avatars, check_ip_adapter_files
 
 
 def job_family(service: Any, spec: GenerationSpec) -> str | None:
@@ -32,6 +33,12 @@ def job_family(service: Any, spec: GenerationSpec) -> str | None:
 
 
 def check_job_family(service: Any, spec: GenerationSpec) -> None:
-    """422 (UnsupportedFeature) when an avatar of `spec` cannot run on its model's family (e.g. a face on SD3)."""
-    if spec.avatars:
-        check_avatars(spec.avatars, job_family(service, spec), param="prompt")
+    """422 (UnsupportedFeature) when an avatar of `spec` cannot run on its model's family (e.g. a pose on SD3,
+    two faces on SD3, or a face on SD3 without the SD3 IP-Adapter files)."""
+    if not spec.avatars:
+        return
+    family = job_family(service, spec)
+    check_avatars(spec.avatars, family, param="prompt")
+    root = getattr(getattr(service, "settings", None), "ip_adapter_path", None)
+    if root is not None:  # stand-in services without settings: the engine checks when the job runs
+        check_ip_adapter_files(spec.avatars, family, root, param="prompt")
