@@ -34,7 +34,7 @@ def test_book_command_writes_a_pdf(tmp_path, tiny_models, tiny_clip):
     html = tmp_path / "book.html"
     r = run("book", story, "-n", 1, "-o", html, "--model", tiny_models["sd15"], "--steps", 2, "--size", "64x64", *data)
     assert r.exit_code == 0, r.output
-    assert "scoring: unavailable: no CLIP model" in " ".join(r.stderr.split())  # offline, none configured
+    assert "scoring: clip" in " ".join(r.stderr.split())  # no --clip-model: the tiny CLIP pairs with a tiny model
     assert html.read_text().count('<section class="page"') == 2
 
 

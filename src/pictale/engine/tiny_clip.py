@@ -62,8 +62,10 @@ def write_tiny_clip(folder: Path) -> Path:
 
 
 def ensure_tiny_clip(models_dir: Path) -> Path:
-    """`models_dir/CLIP/tiny-clip`, written on first use (the `--clip-model tiny` demo and tests)."""
-    folder = Path(models_dir) / "CLIP" / TINY_CLIP_NAME
+    """`models_dir/tiny-clip`, written on first use (`--clip-model tiny`, and beside the tiny demo model).
+
+    Not under `models_dir/CLIP/`, where real CLIP models are found: a real model must never pair with it."""
+    folder = Path(models_dir) / TINY_CLIP_NAME
     if not (folder / "model.safetensors").is_file():
         write_tiny_clip(folder)
     return folder

@@ -43,7 +43,12 @@ def make_book_runner(service: GenerationService, db: Database, llm: LLMHolder | 
         return service.characters.get(owner, name) if service.characters is not None else None
 
     llm = llm or LLMHolder(settings)
-    return BookRunner(service, BookStore(db), book_images(settings), ScorerHolder(settings), character, llm)
+
+    def demo() -> bool:  # the tiny demo/test models pair with the tiny CLIP
+        entry = service.current_model
+        return entry is not None and entry.model_name.startswith("tiny-")
+
+    return BookRunner(service, BookStore(db), book_images(settings), ScorerHolder(settings, demo), character, llm)
 
 
 def collect_book_images(runner: BookRunner) -> list[str]:
