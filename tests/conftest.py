@@ -14,8 +14,6 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory):
+def tiny_clip(tiny_models):
     """The tiny CLIP scorer folder (model + processor), loaded by the same code as a real CLIP."""
-    from pictale.engine.tiny_clip import write_tiny_clip
-
-    return write_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "tiny-clip")
+    return tiny_models["clip"]

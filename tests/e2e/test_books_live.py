@@ -44,3 +44,29 @@ def test_book_survives_a_killed_server(tmp_path, tiny_models, tiny_clip):
     assert [c["seed"] for c in done["pages"][5]["candidates"]] == [5009, 5010]
     assert job["state"] == "done" and job["result"]["id"] == book_id
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+
+def test_characters_through_real_clients(tmp_path, tiny_models):
+    """webuiapi and openai, unmodified, call a character with <be-char:NAME> on a live server."""
+    import base64
+    import io
+
+    import openai
+    import webuiapi
+    from PIL import Image
+
+    with live_server(tmp_path, str(tiny_models["sd15"])) as server:
+        http = httpx.Client(base_url=server["base"], timeout=30)
+        r = http.post("/v1/characters", json={"name": "sasha", "description": "a girl with red hair", "seed": 77})
+        assert r.status_code == 201, r.text
+        a1111 = webuiapi.WebUIApi(host="127.0.0.1", port=server["port"], sampler="Euler a", steps=2)
+        result = a1111.txt2img(prompt="<be-char:sasha>, on a swing", width=64, height=64, seed=-1)
+        assert result.info["seed"] == 77  # the character's fixed seed
+        assert "Characters: sasha" in result.info["infotexts"][0]
+        client = openai.OpenAI(base_url=server["base"] + "/v1", api_key="anything", max_retries=0, timeout=60)
+        img = client.images.generate(
+            prompt="<be-char:sasha>, on a swing", size="64x64", response_format="b64_json", extra_body={"steps": 2}
+        )
+        assert img.data[0].revised_prompt == "a girl with red hair, on a swing"
+        png = Image.open(io.BytesIO(base64.b64decode(img.data[0].b64_json)))
+        assert "Characters: sasha" in png.info["parameters"]

@@ -34,7 +34,7 @@ def list_models(data_dir: Annotated[Path | None, typer.Option(help="Data dir.")]
 
 @app.command("make-tiny")
 def make_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the tiny models.")]) -> None:
-    """Write tiny seeded models (SD 1.5, SDXL and SD3 styles, folders and single files) for tests and demos."""
+    """Write tiny seeded models (SD 1.5, SDXL, SD3; folders and single files; adapters; CLIP) for tests and demos."""
     from pictale.engine.tiny import write_tiny_models
 
     paths = write_tiny_models(directory)

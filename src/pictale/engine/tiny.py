@@ -212,8 +212,10 @@ def write_config_dir(folder: Path, config_dir: Path) -> Path:
 def write_tiny_models(root: Path) -> dict[str, Path]:
     """Write tiny SD 1.5, SDXL and SD3 models under root: folders, A1111 single files, config-only dirs, adapters.
 
-    Keys: sd15, sdxl, sd3 (folders), {sd15,sdxl}_single, {sd15,sdxl}_config, and the adapters' keys.
+    Keys: sd15, sdxl, sd3 (folders), {sd15,sdxl}_single, {sd15,sdxl}_config, the adapters' keys, and clip
+    (the tiny CLIP scorer of book pages).
     """
+    from pictale.engine.tiny_clip import write_tiny_clip
     from pictale.engine.tiny_sd3 import write_tiny_sd3  # it builds on this module
     from pictale.engine.tiny_sd3_adapters import write_tiny_sd3_ip_adapter
 
@@ -236,6 +238,7 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
     paths["sd3"], pipes["sd3"] = write_tiny_sd3(root, TINY_SEED)
     paths.update(write_tiny_adapters(root, pipes))
     paths["ip_adapter_sd3"] = write_tiny_sd3_ip_adapter(root / "IP-Adapter", pipes["sd3"]) / "sd3"
+    paths["clip"] = write_tiny_clip(root / "tiny-clip")  # the book-page scorer
     return paths
 
 
