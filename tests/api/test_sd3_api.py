@@ -93,8 +93,8 @@ def test_openai_generation_on_sd3(client):
     img = Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"])))
     assert img.size == (64, 64)
     params = img.info["parameters"]
-    # The OpenAI route's default sampler, DPM++ 2M, has a flow-matching version: it is what ran.
-    assert "Sampler: DPM++ 2M, " in params and "Sampler note" not in params and "T5 tokens: 6/256" in params
+    # A client that sends no sampler gets SD3's own default (the SD3 profile): flow-matching Euler.
+    assert "Sampler: Euler, " in params and "Sampler note" not in params and "T5 tokens: 6/256" in params
 
 
 def test_img2img_on_sd3(client):

@@ -164,3 +164,11 @@ def test_apply_profile_fills_only_what_the_client_left_unset():
     standard = apply_profile({"width": 1024}, default_profile(), set())
     assert standard == {"width": 1024, "sampler": "DPM++ 2M", "scheduler": "automatic", "steps": 20, "cfg_scale": 7.0}
     assert model_profile(entry("sdxl_lightning_4step")).to_json()["few_step"] is True
+
+
+def test_sd3_defaults_to_its_own_sampler_steps_and_size():
+    p = model_profile(entry("sd3-medium", source="folder", family="sd3"))
+    assert (p.kind, p.sampler, p.steps, p.cfg_scale) == ("standard", "Euler", 28, 7.0)
+    assert default_size(p, "sd3") == 1024
+    turbo = model_profile(entry("sd3.5-large-turbo", source="folder", family="sd3"))
+    assert turbo.kind == "turbo" and turbo.steps == 1  # a few-step kind keeps its own defaults

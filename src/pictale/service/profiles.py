@@ -45,7 +45,7 @@ STANDARD = "standard"
 KINDS = (STANDARD, "lcm", "turbo", "lightning", "hyper")
 SIDECAR_SUFFIX = ".pictale.json"
 PROFILE_FIELDS = ("sampler", "scheduler", "steps", "cfg_scale")
-STANDARD_SIZES = {"sdxl": 1024}
+STANDARD_SIZES = {"sdxl": 1024, "sd3": 1024}
 """Default image side per family when neither client nor profile says; 512 for the others."""
 
 
@@ -111,6 +111,8 @@ def model_profile(entry: ModelEntry, declared: str | None = None) -> Profile:
     else:
         kind, source = STANDARD, "default"
     profile = replace(_DEFAULTS[kind], source=source)
+    if kind == STANDARD and entry.family == "sd3":  # flow matching: Euler, 28 steps (SD3's own defaults)
+        profile = replace(profile, sampler="Euler", steps=28)
     if kind == "lcm" and embedded:
         profile = replace(profile, cfg_scale=_EMBEDDED_GUIDANCE_CFG)
     if kind in ("lightning", "hyper", "lcm") and (m := _STEPS.search(names)):
@@ -250,7 +252,7 @@ def default_profile(kind: str = STANDARD) -> Profile:
 
 
 def default_size(profile: Profile, family: str | None) -> int:
-    """Default image side: the profile's, else 1024 for SDXL and 512 for the others."""
+    """Default image side: the profile's, else 1024 for SDXL and SD3 and 512 for the others."""
     return profile.size or STANDARD_SIZES.get(family or "", 512)
 
 
