@@ -216,6 +216,10 @@ def test_errors(client, book):
     assert r.status_code == 422 and "nobody" in r.json()["error"]["message"]
     r = post({"story": STORY, "candidates": 9})
     assert r.status_code == 422 and r.json()["error"]["param"] == "candidates"
+    r = post({"story": STORY, "sampler": "Nope"})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "sampler" and "'Nope'" in r.json()["error"]["message"]
+    r = post({"story": STORY, "model": "no-such-model"})
+    assert r.status_code == 404 and "no-such-model" in r.json()["error"]["message"]
     r = post({"story": STORY, "colour": "red"})
     assert r.status_code == 422 and r.json()["error"]["param"] == "colour"
     assert client.get("/v1/books/nope").status_code == 404

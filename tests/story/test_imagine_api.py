@@ -55,6 +55,7 @@ def test_last_without_llm_uses_keywords_and_the_character(client):
     assert image.size == (64, 64)
     params = parse_infotext(image.info["parameters"])
     assert params["Characters"] == "sasha" and params["Prompt source"] == "keywords"
+    assert params["Sampler"] == "DPM++ 2M" and params["CFG scale"] == "7.0"  # the model's defaults (profile)
     assert params["Prompt"].startswith("<be-char:sasha>")
     assert set(body) >= {"created", "data", "negative_prompt", "width", "height", "infotext"}
 

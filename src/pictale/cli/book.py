@@ -24,8 +24,8 @@ def book(
     pages: Annotated[int | None, typer.Option(help="Number of pages (default: one per paragraph).")] = None,
     style: Annotated[str, typer.Option(help="Prefix of every page's prompt.")] = "",
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
-    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
-    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "512x512",
+    steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's).")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default: the model's).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; -1 random. Page p candidate k: seed + (p-1)*1000 + k.")] = -1,
     threshold: Annotated[float | None, typer.Option(help="Generate more until the best score reaches it.")] = None,
     max_candidates: Annotated[int | None, typer.Option(help="Most candidates per page with --threshold.")] = None,
@@ -47,6 +47,7 @@ def book(
     from pictale.cli.main import make_settings
     from pictale.core.errors import PictaleError
     from pictale.service.generation import GenerationService
+    from pictale.service.profiles import profile_of_request
     from pictale.service.stores import open_stores
     from pictale.story.setup import make_book_runner
 
@@ -71,7 +72,6 @@ def book(
             seed=seed,
             model=model,
         )
-        req = request.to_request()
     except (ValidationError, PictaleError) as exc:
         console.print(f"[red]error:[/red] {_first_error(exc)}")
         raise typer.Exit(2) from None
@@ -92,6 +92,8 @@ def book(
     try:
         entry = svc.start()
         console.print(f"model: {entry.title}")
+        profile, _ = profile_of_request(svc, model)
+        req = request.to_request(profile, entry.family)
         made = runner.create(owner, req)
         book_id = made["id"]
         _follow(runner, owner, book_id, req)

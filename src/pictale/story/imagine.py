@@ -8,7 +8,7 @@ x 1.8), both rounded to 64.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pictale.core.errors import InvalidRequest
@@ -50,19 +50,7 @@ def plan_imagine(
     width, height = shape(mode, base.width, base.height)
     extra = dict(base.extra)
     extra["infotext_extra"] = {"Imagine": mode, "Prompt source": scene.source}
-    spec = GenerationSpec(
-        prompt=prompt,
-        negative_prompt=base.negative_prompt,
-        seed=base.seed,
-        steps=base.steps,
-        cfg_scale=base.cfg_scale,
-        width=width,
-        height=height,
-        sampler=base.sampler,
-        scheduler=base.scheduler,
-        model=base.model,
-        extra=extra,
-    )
+    spec = replace(base, prompt=prompt, width=width, height=height, extra=extra)
     return ImaginePlan(spec, scene, character.name if with_character else None)
 
 

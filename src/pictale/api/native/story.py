@@ -19,7 +19,8 @@ from pictale.api.auth import require_auth
 from pictale.api.deps import service, wait_for_job
 from pictale.api.native.story_schemas import BookRequest, ImagineRequest, RegenerateRequest
 from pictale.core.errors import InvalidRequest
-from pictale.core.types import GenerationSpec, Principal
+from pictale.core.types import Principal
+from pictale.service.profiles import profile_of_request
 from pictale.story.books import BookRunner
 from pictale.story.imagine import plan_imagine
 
@@ -29,6 +30,12 @@ Caller = Annotated[Principal, Depends(require_auth)]
 
 def _books(request: Request) -> BookRunner:
     return request.app.state.books
+
+
+def _profile(svc: Any, model: str | None) -> tuple[Any, str | None]:
+    """The defaults of the model a request runs on (its profile) and that model's family."""
+    profile, entry = profile_of_request(svc, model)
+    return profile, entry.family if entry is not None else None
 
 
 def _base(request: Request) -> str:
@@ -43,18 +50,7 @@ async def imagine(request: Request, caller: Caller, body: ImagineRequest) -> dic
         character = svc.characters.get(caller.id, body.character) if svc.characters is not None else None
         if character is None:
             raise InvalidRequest(f"unknown character {body.character!r}", param="character")
-    width, height = body.dimensions()
-    base = GenerationSpec(
-        negative_prompt=body.negative_prompt,
-        seed=body.seed,
-        steps=body.steps,
-        cfg_scale=body.cfg_scale,
-        width=width,
-        height=height,
-        sampler=body.sampler,
-        scheduler=body.scheduler,
-        model=body.model,
-    )
+    base = body.base_spec(*_profile(svc, body.model))
     messages = [m.model_dump() for m in body.messages]
     plan = await run_in_threadpool(
         plan_imagine, messages, body.mode, character, request.app.state.llm(), context=body.context, base=base
@@ -87,7 +83,8 @@ async def imagine(request: Request, caller: Caller, body: ImagineRequest) -> dic
 
 @router.post("/books", status_code=202)
 async def create_book(request: Request, caller: Caller, body: BookRequest) -> JSONResponse:
-    book = await run_in_threadpool(_books(request).create, caller.id, body.to_request(), _base(request))
+    req = body.to_request(*_profile(service(request), body.model))
+    book = await run_in_threadpool(_books(request).create, caller.id, req, _base(request))
     return JSONResponse(book, status_code=202)
 
 

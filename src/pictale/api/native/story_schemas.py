@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pictale.api.native.job_schemas import JobRequest
 from pictale.core.errors import InvalidRequest
+from pictale.core.types import GenerationSpec
+from pictale.service.profiles import Profile
 
 _SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$", re.I)
 MAX_PAGES = 48
@@ -34,20 +37,34 @@ class _Picture(_Strict):
     height: int | None = Field(None, ge=8)
     size: str | None = None
     """"WIDTHxHEIGHT" (as the OpenAI API), instead of width/height."""
-    steps: int = Field(20, ge=1)
-    cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
-    sampler: str = "Euler a"
-    scheduler: str = "automatic"
+    steps: int | None = Field(None, ge=1)
+    cfg_scale: float | None = Field(None, ge=0.0, le=30.0)
+    sampler: str | None = None
+    scheduler: str | None = None
+    """Unset fields get the model's defaults, as on the job API (few-step models: their sampler and steps)."""
     seed: int = Field(-1, ge=-1)
     model: str | None = None
 
-    def dimensions(self, default: int = 512) -> tuple[int, int]:
+    def base_spec(self, profile: Profile | None = None, family: str | None = None) -> GenerationSpec:
+        """Size, steps, CFG, sampler, seed and model resolved like a `/v1/jobs` request (no prompt yet)."""
+        width, height = self.width, self.height
         if self.size is not None:
             m = _SIZE.match(self.size)
             if m is None:
                 raise InvalidRequest(f"size {self.size!r} must look like 512x768", param="size")
-            return int(m.group(1)), int(m.group(2))
-        return self.width or default, self.height or default
+            width, height = int(m.group(1)), int(m.group(2))
+        job = JobRequest(
+            negative_prompt=self.negative_prompt,
+            seed=self.seed,
+            steps=self.steps,
+            cfg_scale=self.cfg_scale,
+            width=width,
+            height=height,
+            sampler=self.sampler,
+            scheduler=self.scheduler,
+            model=self.model,
+        )
+        return job.to_spec(profile, family=family)
 
 
 class ImagineRequest(_Picture):
@@ -105,11 +122,19 @@ class BookRequest(_Picture):
             )
         return self
 
-    def to_request(self) -> dict[str, Any]:
-        """The stored request of the book (what a resumed run reads)."""
-        width, height = self.dimensions()
-        out = self.model_dump(exclude={"size", "width", "height"})
-        out.update(width=width, height=height, max_candidates=self.max_candidates or self.candidates)
+    def to_request(self, profile: Profile | None = None, family: str | None = None) -> dict[str, Any]:
+        """The stored request of the book (what a resumed run reads), generation settings resolved."""
+        spec = self.base_spec(profile, family)
+        out = self.model_dump(exclude={"size"})
+        out.update(
+            width=spec.width,
+            height=spec.height,
+            steps=spec.steps,
+            cfg_scale=spec.cfg_scale,
+            sampler=spec.sampler,
+            scheduler=spec.scheduler,
+            max_candidates=self.max_candidates or self.candidates,
+        )
         return out
 
 
