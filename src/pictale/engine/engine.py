@@ -29,7 +29,7 @@ from pictale.engine.batching import (
 from pictale.engine.family_support import T5_FAMILIES
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
-from pictale.engine.run import EngineResult, RunControl, step_callback
+from pictale.engine.run import EngineResult, RunControl, run_batches, step_callback
 from pictale.engine.runtime import (
     cuda_memory,
     img2img_steps,
@@ -149,36 +149,15 @@ class Engine:
             self._base_scheduler_config, spec.sampler, spec.scheduler, seed=seeds[0] if seeds else None
         )
         self._set_tiling(spec.tiling)
-        images: list[Image.Image] = []
-        done_seeds: list[int] = []
-        done_subseeds: list[int] = []
-        interrupted = False
-        bs = spec.batch_size
-        for batch_no in range(spec.n_iter):
-            if control.cancelled():
-                raise JobCancelled("cancelled")
-            sl = slice(batch_no * bs, (batch_no + 1) * bs)
-            batch_images, stopped = self._run_batch(
-                pipe,
-                spec,
-                prompts[sl],
-                negative_prompts[sl],
-                seeds[sl],
-                subseeds[sl],
-                control,
-                batch_no,
-                (init_images or [])[sl] if init_images else None,
-                (masks or [])[sl] if masks else None,
-            )
-            images.extend(batch_images)
-            done_seeds.extend(seeds[sl])
-            done_subseeds.extend(subseeds[sl])
-            if control.interrupted():
-                interrupted = True
-                break
-            if stopped:
-                control.clear_skip()
-        return EngineResult(images, done_seeds, done_subseeds, interrupted)
+
+        def one(sl: slice, batch_no: int) -> tuple[list[Image.Image], bool]:
+            inits = init_images[sl] if init_images else None
+            return self._run_batch(
+                pipe, spec, prompts[sl], negative_prompts[sl], seeds[sl], subseeds[sl], control, batch_no, inits,
+                masks[sl] if masks else None,
+            )  # fmt: skip
+
+        return run_batches(spec.n_iter, spec.batch_size, seeds, subseeds, control, one)
 
     @property
     def batches_identically(self) -> bool:

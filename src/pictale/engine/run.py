@@ -43,6 +43,37 @@ class EngineResult:
     """Infotext entries only the engine knows (T5 family: "T5 tokens", the sampler that ran, notes)."""
 
 
+def run_batches(
+    n_iter: int,
+    batch_size: int,
+    seeds: list[int],
+    subseeds: list[int],
+    control: RunControl,
+    run_one: Callable[[slice, int], tuple[list[Image.Image], bool]],
+) -> EngineResult:
+    """A1111's batch loop: `n_iter` batches of `batch_size` images; `run_one(images slice, batch_no)` returns the
+    batch's images and whether it stopped early. Cancel ends it before a batch, interrupt after one; skip ends
+    only the current one."""
+    images: list[Image.Image] = []
+    done_seeds: list[int] = []
+    done_subseeds: list[int] = []
+    interrupted = False
+    for batch_no in range(n_iter):
+        if control.cancelled():
+            raise JobCancelled("cancelled")
+        sl = slice(batch_no * batch_size, (batch_no + 1) * batch_size)
+        batch, stopped = run_one(sl, batch_no)
+        images.extend(batch)
+        done_seeds.extend(seeds[sl])
+        done_subseeds.extend(subseeds[sl])
+        if control.interrupted():
+            interrupted = True
+            break
+        if stopped:
+            control.clear_skip()
+    return EngineResult(images, done_seeds, done_subseeds, interrupted)
+
+
 def step_callback(
     control: RunControl, total: int, job_no: int, job_count: int, stopped: dict, x0: dict | None, order: int = 1
 ):

@@ -28,13 +28,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pictale.core.errors import JobCancelled
 from pictale.core.types import GenerationSpec, Mode
 from pictale.engine.family_support import check_avatars
 from pictale.engine.flow_samplers import make_flow_scheduler, requested_name
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
-from pictale.engine.run import EngineResult, RunControl, step_callback
+from pictale.engine.run import EngineResult, RunControl, run_batches, step_callback
 from pictale.engine.runtime import img2img_steps, variation_latents
 from pictale.prompt.attention import strip_attention
 
@@ -93,26 +92,14 @@ def generate(
     check_avatars(spec.avatars, engine.family)
     engine._job = engine._adapters.apply(engine._pipe, engine.family, spec.avatars)
     run = _Run(engine, spec, control, plain_prompts(prompts), plain_prompts(negatives))
-    images: list[Image.Image] = []
-    done_seeds: list[int] = []
-    done_subseeds: list[int] = []
-    interrupted = False
-    bs = spec.batch_size
-    for batch_no in range(spec.n_iter):
-        if control.cancelled():
-            raise JobCancelled("cancelled")
-        sl = slice(batch_no * bs, (batch_no + 1) * bs)
+
+    def one(sl: slice, batch_no: int) -> tuple[list[Image.Image], bool]:
         inits = init_images[sl] if init_images else None
-        batch, stopped = run.batch(sl, seeds[sl], subseeds[sl], batch_no, inits, masks[sl] if masks else None)
-        images.extend(batch)
-        done_seeds.extend(seeds[sl])
-        done_subseeds.extend(subseeds[sl])
-        if control.interrupted():
-            interrupted = True
-            break
-        if stopped:
-            control.clear_skip()
-    return EngineResult(images, done_seeds, done_subseeds, interrupted, infotext=dict(run.notes))
+        return run.batch(sl, seeds[sl], subseeds[sl], batch_no, inits, masks[sl] if masks else None)
+
+    result = run_batches(spec.n_iter, spec.batch_size, seeds, subseeds, control, one)
+    result.infotext = dict(run.notes)
+    return result
 
 
 class _Run:
