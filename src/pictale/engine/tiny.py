@@ -92,7 +92,8 @@ def _text_encoder(tokenizer: CLIPTokenizer, seed: int, *, hidden: int, act: str,
     return _seeded(seed, lambda: cls(config))
 
 
-def _vae(seed: int, scaling_factor: float) -> AutoencoderKL:
+def _vae(seed: int, scaling_factor: float, latent_channels: int = 4, **extra: Any) -> AutoencoderKL:
+    """The tiny VAE (SD3's has 16 latent channels, a shift factor and no quant convs: `extra`)."""
     return _seeded(
         seed,
         lambda: AutoencoderKL(
@@ -102,10 +103,11 @@ def _vae(seed: int, scaling_factor: float) -> AutoencoderKL:
             up_block_types=("UpDecoderBlock2D",) * 4,
             block_out_channels=(32, 32, 64, 64),
             layers_per_block=1,
-            latent_channels=4,
+            latent_channels=latent_channels,
             norm_num_groups=32,
             sample_size=64,
             scaling_factor=scaling_factor,
+            **extra,
         ),
     )
 

@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 from diffusers import (
-    AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
@@ -104,7 +103,7 @@ def _t5_encoder(tokenizer: T5Tokenizer, seed: int) -> T5EncoderModel:
 
 def build_tiny_sd3(seed: int = 1234) -> StableDiffusion3Pipeline:
     """An SD3-shaped pipeline (CLIP-L/G-like encoders with projection, T5, MMDiT, 16-channel VAE), seeded."""
-    from pictale.engine.tiny import _seeded, _text_encoder, tiny_tokenizer
+    from pictale.engine.tiny import _seeded, _text_encoder, _vae, tiny_tokenizer
 
     tokenizer, tokenizer_2, tokenizer_3 = tiny_tokenizer(), tiny_tokenizer(pad_token="!"), tiny_t5_tokenizer()
     transformer = _seeded(
@@ -122,24 +121,7 @@ def build_tiny_sd3(seed: int = 1234) -> StableDiffusion3Pipeline:
             out_channels=16,
         ),
     )
-    vae = _seeded(
-        seed + 1,
-        lambda: AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(32, 32, 64, 64),
-            layers_per_block=1,
-            latent_channels=16,
-            norm_num_groups=32,
-            sample_size=64,
-            scaling_factor=1.5305,
-            shift_factor=0.0609,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-        ),
-    )
+    vae = _vae(seed + 1, 1.5305, 16, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False)
     return StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
