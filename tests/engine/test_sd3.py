@@ -197,3 +197,21 @@ def test_batches_run_each_request_alone(sd3):
     results = sd3.generate_batch(items)
     for spec, result in zip(specs, results, strict=True):
         assert pixels(result) == pixels(run(sd3, spec.prompt, seed=7)[0])
+
+
+def test_prompt_embeddings_are_cached_and_give_the_same_pixels(sd3, monkeypatch):
+    calls = []
+    encode = sd3._pipe.encode_prompt
+
+    def counted(*args, **kwargs):
+        if kwargs.get("prompt") is not None:  # the pipeline calls it too, with the embeddings given
+            calls.append(kwargs["prompt"])
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(sd3._pipe, "encode_prompt", counted)
+    first, _ = run(sd3, "a red kite over a hill", seed=4, negative="blurry")
+    again, _ = run(sd3, "a red kite over a hill", seed=4, negative="blurry")
+    assert pixels(again) == pixels(first) and len(calls) == 1  # the second job reused the embeddings
+    run(sd3, "a red kite over a hill", seed=4, negative="dark")
+    no_cfg, _ = run(sd3, "a red kite over a hill", seed=4, negative="blurry", cfg_scale=1.0)
+    assert len(calls) == 3 and pixels(no_cfg) != pixels(first)  # other negative, other CFG: encoded anew
