@@ -66,6 +66,7 @@ def pixels(response) -> bytes:
 def test_a1111_txt2img_states_the_sampler_that_ran_and_the_t5_tokens(client):
     r = txt2img(client, sampler_name="Euler a")
     text = info_of(r)["infotexts"][0]
+    assert info_of(r)["sampler_name"] == "Euler"  # A1111's info says what ran too
     assert "Sampler: Euler, " in text and "Schedule type" not in text
     assert "Sampler note: Euler a -> Euler (SD3 samples with flow matching)" in text
     assert "T5 tokens: 6/256" in text and "Model: tiny-sd3" in text

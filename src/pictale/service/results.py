@@ -47,7 +47,7 @@ class GenerationResult:
             "subseed_strength": spec.subseed_strength,
             "width": spec.width,
             "height": spec.height,
-            "sampler_name": spec.sampler,
+            "sampler_name": self.extra_params.get("Sampler") or spec.sampler,  # what ran (SD3 maps names)
             "cfg_scale": spec.cfg_scale,
             "steps": spec.steps,
             "batch_size": spec.batch_size,
