@@ -142,14 +142,15 @@ def generate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from pictale.core.errors import PictaleError
+    from pictale.core.images import parse_size
     from pictale.core.samplers import resolve_sampler
     from pictale.core.types import GenerationSpec
     from pictale.service.generation import GenerationService
 
-    try:
-        width, height = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise typer.BadParameter(f"--size must look like 512x768, got {size!r}") from None
+    parsed = parse_size(size)
+    if parsed is None:
+        raise typer.BadParameter(f"--size must look like 512x768, got {size!r}")
+    width, height = parsed
     from pictale.service.stores import open_stores
 
     settings = make_settings(model=model, data_dir=data_dir, database_url=database_url)

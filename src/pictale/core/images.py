@@ -6,11 +6,20 @@ import base64
 import binascii
 import io
 import random
+import re
 import warnings
 
 from PIL import Image, ImageFilter, ImageOps, ImageStat
 
 from pictale.core.errors import InvalidImage
+
+_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int] | None:
+    """`"512x768"` (also `X`, `×`, `*`, spaces) as (width, height); None when it is not a size."""
+    m = _SIZE.match(text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def decode_image(data: str | bytes, *, field: str = "image", max_pixels: int = 4096 * 4096) -> Image.Image:

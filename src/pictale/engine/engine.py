@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, up
 from pictale.engine.previews import watch_x0
 from pictale.engine.run import EngineResult, RunControl, run_batches, step_callback
 from pictale.engine.runtime import (
+    BoundedCache,
     cuda_memory,
     img2img_steps,
     pick_device,
@@ -69,7 +69,7 @@ class Engine:
         self._variants: dict[Mode, object] = {}
         self._base_scheduler_config: dict = {}
         self._tiling = False
-        self._embeds: OrderedDict[tuple, dict] = OrderedDict()
+        self._embeds = BoundedCache(EMBED_CACHE_SIZE)
         # Avatars (LoRA, embeddings, IP-Adapter, ControlNet) live on the loaded pipeline, set per job.
         self._adapters = AvatarAdapters(
             ip_adapter_path=ip_adapter_path, controlnet_path=controlnet_path, device=self.device, dtype=self.dtype
@@ -344,15 +344,9 @@ class Engine:
         """Prompt embeddings, cached across jobs: chats and books repeat their prompts and negatives."""
         # A text-encoder LoRA or a new embedding changes the embeddings: the adapter state is part of the key.
         key = (tuple(prompts), tuple(negatives), clip_skip, self._job.text_key)
-        hit = self._embeds.get(key)
-        if hit is not None:
-            self._embeds.move_to_end(key)
-            return hit
-        embeds = encode_prompts(self._pipe, prompts, negatives, clip_skip=clip_skip)
-        self._embeds[key] = embeds
-        if len(self._embeds) > EMBED_CACHE_SIZE:
-            self._embeds.popitem(last=False)
-        return embeds
+        return self._embeds.get_or_make(
+            key, lambda: encode_prompts(self._pipe, prompts, negatives, clip_skip=clip_skip)
+        )
 
     def _set_tiling(self, tiling: bool) -> None:
         """Seamless tiling as A1111 does it: circular padding on every conv of the UNet and VAE."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from safetensors import safe_open
 
 from pictale.core.errors import UnsupportedFeature
 from pictale.core.types import AvatarKind, AvatarRef
+from pictale.engine.runtime import BoundedCache
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class IPAdapterSlots:
         self.encoder_calls = 0
         self._states: dict[Path, dict] = {}
         self._encoders: dict[Path, tuple] = {}
-        self._embeds: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._embeds = BoundedCache(EMBED_CACHE_SIZE)
         self._parked: tuple | None = None
         """(layout, attention processors, encoder_hid_proj, encoder_hid_dim_type) of a detached layout."""
 
@@ -199,10 +199,9 @@ class IPAdapterSlots:
         """(positive, negative) embeddings of the avatar's images: [images, ...], cached by digest and encoder."""
         hidden = uses_hidden_states(self._state(files.weights))
         key = (ref.digest, str(files.encoder), hidden, str(self.dtype))
-        hit = self._embeds.get(key)
-        if hit is not None:
-            self._embeds.move_to_end(key)
-            return hit
+        return self._embeds.get_or_make(key, lambda: self._encode(ref, files, hidden))
+
+    def _encode(self, ref: AvatarRef, files: IPFiles, hidden: bool) -> tuple[torch.Tensor, torch.Tensor]:
         images = [_open_rgb(path, ref) for path in ref.files]
         if not images:
             raise UnsupportedFeature(f"{ref.kind.value} avatar {ref.name!r} has no image")
@@ -216,9 +215,6 @@ class IPAdapterSlots:
             else:
                 pos = encoder(pixels).image_embeds
                 neg = torch.zeros_like(pos)
-        self._embeds[key] = (pos, neg)
-        if len(self._embeds) > EMBED_CACHE_SIZE:
-            self._embeds.popitem(last=False)
         return pos, neg
 
     def _encoder(self, folder: Path) -> tuple:

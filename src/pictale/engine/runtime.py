@@ -1,8 +1,12 @@
-"""Small engine helpers: device and dtype choice, img2img step counts, CFG detection, variation-seed slerp."""
+"""Small engine helpers: device and dtype choice, img2img step counts, CFG detection, variation-seed slerp,
+the bounded cache of embeddings."""
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import torch
 
@@ -77,3 +81,21 @@ def variation_latents(pipe, spec, seeds, subseeds) -> torch.Tensor:
         b = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(sub)))
         out.append(slerp(spec.subseed_strength, a, b))
     return torch.cat(out)
+
+
+class BoundedCache(OrderedDict):
+    """The least recently used entries go first once there are more than `size`: embeddings kept across jobs."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        hit = self.get(key)
+        if hit is not None:
+            self.move_to_end(key)
+            return hit
+        value = self[key] = make()
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value

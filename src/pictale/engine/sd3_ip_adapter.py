@@ -20,7 +20,6 @@ exactly as if no IP-Adapter had ever been loaded, and the next face job re-attac
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from pictale.core.errors import UnsupportedFeature
 from pictale.core.types import AvatarRef
 from pictale.engine.family_support import SD3_IP_ENCODER, SD3_IP_WEIGHTS, missing_sd3_ip_adapter
 from pictale.engine.ip_adapters import EMBED_CACHE_SIZE, IPFiles, _open_rgb, _quiet, _read_adapter
+from pictale.engine.runtime import BoundedCache
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class SD3IPAdapter:
         self._adapter: tuple[dict, torch.nn.Module] | None = None
         """(IP attention processors, image projection) once loaded, attached or parked."""
         self._encoder: tuple | None = None
-        self._embeds: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._embeds = BoundedCache(EMBED_CACHE_SIZE)
 
     def reset(self) -> None:
         """The pipeline is gone: forget the adapter and free the encoder (embeddings stay valid)."""
@@ -129,10 +129,9 @@ class SD3IPAdapter:
     def embeds(self, ref: AvatarRef, files: IPFiles) -> tuple[torch.Tensor, torch.Tensor]:
         """(positive, negative) [tokens, width] embeddings of the avatar, its images averaged; cached by digest."""
         key = (ref.digest, str(files.encoder), str(self.dtype))
-        hit = self._embeds.get(key)
-        if hit is not None:
-            self._embeds.move_to_end(key)
-            return hit
+        return self._embeds.get_or_make(key, lambda: self._encode(ref, files))
+
+    def _encode(self, ref: AvatarRef, files: IPFiles) -> tuple[torch.Tensor, torch.Tensor]:
         images = [_open_rgb(path, ref) for path in ref.files]
         if not images:
             raise UnsupportedFeature(f"{ref.kind.value} avatar {ref.name!r} has no image")
@@ -144,11 +143,7 @@ class SD3IPAdapter:
         # One image is used as is (bit for bit what diffusers' encode_image gives); several are averaged in
         # float32, since the SD3 pipeline has a slot for one image only.
         pos = hidden[0] if len(images) == 1 else hidden.float().mean(dim=0).to(hidden.dtype)
-        pair = (pos, torch.zeros_like(pos))
-        self._embeds[key] = pair
-        if len(self._embeds) > EMBED_CACHE_SIZE:
-            self._embeds.popitem(last=False)
-        return pair
+        return pos, torch.zeros_like(pos)
 
     def _load_encoder(self, folder: Path) -> tuple:
         if self._encoder is not None and self._encoder[0] == folder:

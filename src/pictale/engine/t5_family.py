@@ -38,7 +38,6 @@ from pictale.engine.runtime import img2img_steps, variation_latents
 from pictale.prompt.attention import strip_attention
 
 DEFAULT_T5_TOKENS = 256
-EMBED_CACHE_SIZE = 64
 MAX_T5_TOKENS = 512
 
 
@@ -134,10 +133,9 @@ class _Run:
         engine = self.engine
         cfg = self.spec.cfg_scale > 1  # SD3 pipelines use CFG exactly then; without it no negatives are made
         key = ("t5", tuple(prompts), tuple(negatives), self.budget.limit, cfg, engine._job.text_key)
-        hit = engine._embeds.get(key)
-        if hit is not None:
-            engine._embeds.move_to_end(key)
-            return dict(hit)
+        return dict(engine._embeds.get_or_make(key, lambda: self._encode(prompts, negatives, cfg)))
+
+    def _encode(self, prompts: list[str], negatives: list[str], cfg: bool) -> dict[str, Any]:
         with torch.inference_mode():
             pe, npe, ppe, nppe = self.pipe.encode_prompt(
                 prompt=prompts,
@@ -147,16 +145,13 @@ class _Run:
                 negative_prompt_2=negatives,
                 negative_prompt_3=negatives,
                 do_classifier_free_guidance=cfg,
-                device=engine.device,
+                device=self.engine.device,
                 max_sequence_length=self.budget.limit,
             )
         embeds = {"prompt_embeds": pe, "pooled_prompt_embeds": ppe}
         if cfg:
             embeds.update(negative_prompt_embeds=npe, negative_pooled_prompt_embeds=nppe)
-        engine._embeds[key] = embeds
-        if len(engine._embeds) > EMBED_CACHE_SIZE:
-            engine._embeds.popitem(last=False)
-        return dict(embeds)
+        return embeds
 
     def _ip_kwargs(self) -> dict[str, Any]:
         # SD3 pipelines use CFG exactly when guidance_scale > 1; the embeds' layout depends on it.

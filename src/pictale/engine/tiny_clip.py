@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-from pictale.engine.tiny import TINY_SEED, tiny_tokenizer
+from pictale.engine.tiny import TINY_SEED, _seeded, tiny_tokenizer
 
 TINY_CLIP_NAME = "tiny-clip"
 _IMAGE_SIZE = 32
@@ -42,9 +41,7 @@ def build_tiny_clip(seed: int = TINY_SEED) -> tuple[CLIPModel, CLIPProcessor]:
         ),
         projection_dim=16,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 7)
-        model = CLIPModel(config).eval()
+    model = _seeded(seed + 7, lambda: CLIPModel(config))
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": _IMAGE_SIZE}, crop_size={"height": _IMAGE_SIZE, "width": _IMAGE_SIZE}
     )

@@ -6,7 +6,6 @@ the document says which pages have their prompts, candidates, scores and chosen 
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
@@ -82,7 +81,7 @@ class BookStore:
             if row is None:
                 return
             if document is not None:
-                row.document = _copy(document)  # a new object: SQLAlchemy sees the JSON change
+                row.document = document
             if state is not None:
                 row.state = state
             for key, value in fields.items():
@@ -110,18 +109,14 @@ class BookStore:
             return [_as_dict(r) for r in s.scalars(select(BookRow))]
 
 
-def _copy(doc: Any) -> Any:
-    return copy.deepcopy(doc)
-
-
 def _as_dict(row: BookRow) -> dict:
     return {
         "id": row.id,
         "owner": row.owner_id,
         "title": row.title,
         "state": row.state,
-        "request": _copy(row.request),
-        "document": _copy(row.document),
+        "request": row.request,
+        "document": row.document,
         "error": row.error,
         "created": row.created_at,
         "updated": row.updated_at,

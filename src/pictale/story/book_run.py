@@ -207,6 +207,7 @@ class BookRun:
     def _wait(self, gen: Job, count: int) -> Any:
         """The generation's result; the book job's progress follows its steps; cancel and stop reach it."""
         steps = max(1, self.req["steps"])
+        reported = -1
         while True:
             if self.job.cancelled or self.ctx.stop.is_set():
                 self._cancel_pending(gen)
@@ -215,7 +216,9 @@ class BookRun:
                 return gen.future.result(timeout=0.1)
             except TimeoutError:
                 done = self.done_images * steps + min(gen.progress.step, steps) * count
-                self.job.report(done, self.total_images * steps)
+                if done != reported:  # an event per new step, not per poll: the job's event log is kept
+                    self.job.report(done, self.total_images * steps)
+                    reported = done
 
     def _cancel_pending(self, current: Job | None = None) -> None:
         for job, _ in list(self.pending.values()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -52,8 +53,6 @@ class BookRunner:
     # -- entry points --------------------------------------------------------------------------------
     def create(self, owner: str, request: dict[str, Any], base_url: str = "") -> dict:
         """Check the request (characters exist, story or keywords), save the book and start its job."""
-        import uuid
-
         for name in request.get("characters", []):
             if self.characters(owner, name) is None:
                 raise InvalidRequest(
@@ -64,7 +63,7 @@ class BookRunner:
             request["seed"] = new_seed()
         story = (request.get("story") or "").strip()
         if not story and not self.service.settings.llm_base_url:
-            planner.write_story(request.get("keywords", ""), reading_level="", pages=1, characters=[], llm=None)
+            raise planner.story_needs_llm()
         document: dict[str, Any] = {"story": story or None, "story_source": "given" if story else None, "pages": []}
         if story:
             document["pages"] = [

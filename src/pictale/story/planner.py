@@ -170,6 +170,15 @@ def _finish(mode: str, prompt: str) -> str:
     return prompt
 
 
+def story_needs_llm() -> InvalidRequest:
+    """The 422 for a story from keywords without an LLM (a book checks it when it is made)."""
+    return InvalidRequest(
+        "writing a story from keywords needs an LLM: start pictale with --llm-base-url (any OpenAI-compatible "
+        "chat endpoint), or give the story text instead",
+        param="keywords",
+    )
+
+
 def write_story(
     keywords: str, *, reading_level: str, pages: int, characters: list[Character], llm: StoryLLM | None
 ) -> str:
@@ -178,11 +187,7 @@ def write_story(
         raise InvalidRequest("keywords must say what the story is about", param="keywords")
     _check_pages(pages)
     if llm is None:
-        raise InvalidRequest(
-            "writing a story from keywords needs an LLM: start pictale with --llm-base-url (any OpenAI-compatible "
-            "chat endpoint), or give the story text instead",
-            param="keywords",
-        )
+        raise story_needs_llm()
     cast = "\n".join(f"- {c.name}" + (f": {c.description}" if c.description else "") for c in characters)
     system = (
         f"You write short picture-book stories for readers {reading_level}. Write exactly {pages} paragraphs, "

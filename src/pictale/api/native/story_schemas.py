@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pictale.api.native.job_schemas import JobRequest
 from pictale.core.errors import InvalidRequest
+from pictale.core.images import parse_size
 from pictale.core.types import GenerationSpec
 from pictale.service.profiles import Profile
 
-_SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$", re.I)
 MAX_PAGES = 48
 
 
@@ -49,10 +48,10 @@ class _Picture(_Strict):
         """Size, steps, CFG, sampler, seed and model resolved like a `/v1/jobs` request (no prompt yet)."""
         width, height = self.width, self.height
         if self.size is not None:
-            m = _SIZE.match(self.size)
-            if m is None:
+            size = parse_size(self.size)
+            if size is None:
                 raise InvalidRequest(f"size {self.size!r} must look like 512x768", param="size")
-            width, height = int(m.group(1)), int(m.group(2))
+            width, height = size
         job = JobRequest(
             negative_prompt=self.negative_prompt,
             seed=self.seed,

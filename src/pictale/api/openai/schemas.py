@@ -4,7 +4,6 @@ listed in `api/openai/__init__.py`."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +15,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from pictale.core.config import Settings
 from pictale.core.errors import InvalidImage, InvalidRequest
-from pictale.core.images import decode_image
+from pictale.core.images import decode_image, parse_size
 from pictale.core.samplers import resolve_sampler
 from pictale.core.types import GenerationSpec, ModelEntry
 from pictale.prompt.grammar import scan, splice
@@ -33,7 +32,6 @@ MAX_PARTIAL_IMAGES = 3
 OUTPUT_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 QUALITIES = frozenset({"low", "medium", "high", "auto"})
 BACKGROUNDS = frozenset({"transparent", "opaque", "auto"})
-_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
 
 
 class OpenAIParamError(InvalidRequest):
@@ -200,13 +198,13 @@ class ImagesRequest(BaseModel):
         text = (self.size or "").strip().lower()
         if not text or text == "auto":
             return None
-        m = _SIZE.match(text)
-        if m is None:
+        size = parse_size(text)
+        if size is None:
             raise OpenAIParamError(
                 f"Invalid 'size': {self.size!r}. Expected 'auto' or 'WIDTHxHEIGHT', e.g. '512x512' or '1024x1536'.",
                 param="size",
             )
-        width, height = int(m.group(1)), int(m.group(2))
+        width, height = size
         s = ctx.settings
         if width < 8 or height < 8:
             raise OpenAIParamError(f"Invalid 'size': {width}x{height} is below the minimum of 8x8.", param="size")
