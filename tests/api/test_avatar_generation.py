@@ -99,7 +99,7 @@ def test_unknown_and_malformed_tokens_are_422_in_a1111_shape(client):
     r = txt2img(client, "<be-face:lucie:0.4> a girl")
     assert r.status_code == 422
     body = r.json()
-    assert body["error"] == "UnknownAvatarError"
+    assert body["error"] == "unknown_avatar"
     assert body["detail"] == "unknown face avatar 'lucie' in '<be-face:lucie:0.4>'; did you mean 'lucy'?"
     r = txt2img(client, "<be-face:lucy:abc> a girl")
     assert r.status_code == 422

@@ -185,12 +185,14 @@ def test_patch_changes_only_what_is_sent_and_delete(client):
         (
             {"name": "zed", "seed_policy": "fixed"},
             422,
-            error("seed_policy 'fixed' needs a seed (0 to 4294967294)", "seed", "invalid_request"),
+            error("seed_policy 'fixed' needs a seed (0 to 4294967295)", "seed", "invalid_request"),
         ),
         (
-            {"name": "zed", "seed": 4294967295},
+            {"name": "zed", "seed": 4294967296},
             422,
-            error("seed must be a whole number from 0 to 4294967294 (got 4294967295)", "seed", "invalid_request"),
+            error(
+                "seed must be a whole number from -1 (random) to 4294967295 (got 4294967296)", "seed", "invalid_request"
+            ),
         ),
         ({"name": "SASHA"}, 409, error("you already have a character named 'sasha'", "name", "avatar_exists")),
     ],
@@ -209,7 +211,7 @@ def test_patch_errors_name_the_field(client):
     )
     r = client.patch("/v1/characters/sasha", json={"seed_policy": "fixed"})
     assert r.status_code == 422
-    assert r.json() == error("seed_policy 'fixed' needs a seed (0 to 4294967294)", "seed", "invalid_request")
+    assert r.json() == error("seed_policy 'fixed' needs a seed (0 to 4294967295)", "seed", "invalid_request")
     assert client.get("/v1/characters/sasha").json()["seed_policy"] == "random"
 
 
@@ -324,7 +326,7 @@ def test_fixed_seed_policy_repeats_the_picture(client):
 def test_prompt_errors_in_each_dialect(client):
     r = client.post("/sdapi/v1/txt2img", json={**A1111, "prompt": "<be-char:sahsa> runs"})
     assert r.status_code == 422
-    assert r.json()["error"] == "UnknownAvatarError"
+    assert r.json()["error"] == "unknown_avatar"
     assert r.json()["detail"] == "unknown character 'sahsa' in '<be-char:sahsa>'; did you mean 'sasha'?"
     r = client.post("/v1/images/generations", json={**OPENAI, "prompt": "<be-char:sasha:0.5> runs"})
     assert r.status_code == 400

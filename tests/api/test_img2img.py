@@ -59,7 +59,7 @@ def test_missing_init_images_is_404_like_a1111(client):
     r = client.post("/sdapi/v1/img2img", json=BASE)
     assert r.status_code == 404
     assert r.json() == {
-        "error": "InitImageMissing",
+        "error": "init_image_missing",
         "detail": "Init image not found",
         "body": "",
         "errors": "404: Init image not found",

@@ -64,9 +64,13 @@ def test_strict_fields_and_ranges():
         JobRequest.model_validate({"prompt": "x", "step": 4, "cfg": 2})
     assert {e["loc"][0] for e in err.value.errors()} == {"step", "cfg"}
     assert {e["type"] for e in err.value.errors()} == {"extra_forbidden"}
-    for bad in ({"steps": 0}, {"width": 4}, {"denoising_strength": 1.5}, {"clip_skip": 13}, {"seed": -2}):
+    for bad in ({"steps": 0}, {"denoising_strength": 1.5}, {"clip_skip": 13}, {"cfg_scale": float("nan")}):
         with pytest.raises(ValidationError):
             JobRequest.model_validate(bad)
+    with pytest.raises(
+        InvalidRequest, match=r"seed must be a whole number from -1 \(random\) to 4294967295 \(got -2\)"
+    ):
+        JobRequest.model_validate({"seed": -2})
     with pytest.raises(ValidationError, match="extra_forbidden"):
         JobRequest.model_validate({"hires": {"scale": 2, "steps": 3}})
     with pytest.raises(ValidationError, match="upscaler 'ESRGAN'"):

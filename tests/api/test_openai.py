@@ -179,7 +179,7 @@ def test_edit_one_image(client):
     assert r.status_code == 200, r.text
     url = r.json()["data"][0]["url"]
     out = Image.open(io.BytesIO(client.get(url).content))
-    assert out.size == (64, 48)  # no size: the image's own
+    assert out.size == (80, 64)  # no size: the image's own, its short side scaled up to the minimum of 64
     assert "Denoising strength: 0.75," in out.info["parameters"]
     assert "Mask blur" not in out.info["parameters"]  # no mask, no transparency: img2img
 
@@ -257,7 +257,9 @@ def test_edit_json_body(client):
         (
             {"size": "4096x4096"},
             error(
-                "Invalid 'size': 4096x4096 is above the maximum of 2048x2048 on this server.", "size", "invalid_value"
+                "Invalid 'size': 4096x4096 is above the maximum of 2048x2048 (set --max-width/--max-height).",
+                "size",
+                "invalid_value",
             ),
         ),
         (
@@ -307,7 +309,9 @@ def test_edit_errors(client):
         "/v1/images/edits", data={"prompt": "x"}, files=[("image", ("a.png", b"not an image", "image/png"))]
     )
     assert r.status_code == 400
-    assert r.json() == error("image: not a decodable image (UnidentifiedImageError)", "image", "invalid_image")
+    assert r.json() == error(
+        "image: not a decodable image (damaged, or not PNG, JPEG, WEBP, GIF or BMP)", "image", "invalid_image"
+    )
     r = client.post("/v1/images/edits", data={"prompt": "x"})
     assert r.status_code == 400
     assert r.json() == error("Missing required parameter: 'image'.", "image", "missing_required_parameter")

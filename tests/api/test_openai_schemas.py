@@ -56,14 +56,14 @@ def test_defaults_and_extensions(tmp_path):
             "cfg_scale": "5.5",
             "sampler_name": "Euler a",
             "clip_skip": "2",
-            "size": " 100X60 ",
+            "size": " 96X64 ",
             "quality": 7,  # ignored fields accept anything
             "style": {"weird": True},
         }
     )
     spec = body.to_spec(ctx(tmp_path))
     assert (spec.batch_size, spec.negative_prompt, spec.seed, spec.steps, spec.cfg_scale) == (3, "blurry", 5, 4, 5.5)
-    assert (spec.sampler, spec.clip_skip, spec.width, spec.height) == ("Euler a", 2, 96, 56)
+    assert (spec.sampler, spec.clip_skip, spec.width, spec.height) == ("Euler a", 2, 96, 64)
     spec = ImagesRequest(prompt="x", sampler="DPM++ 2M Karras", guidance=3).to_spec(ctx(tmp_path))
     assert (spec.sampler, spec.scheduler, spec.cfg_scale) == ("DPM++ 2M", "automatic", 3.0)
     assert ImagesRequest.parse({"prompt": "x", "negative_prompt": "a", "negprompt": "b"}).negative_prompt == "a"
@@ -129,8 +129,13 @@ def test_response_formats(tmp_path):
         ({"prompt": "x", "n": 0}, "Invalid 'n': integer below minimum value.", "n", "integer_below_min_value"),
         ({"prompt": "x", "n": 17}, "Invalid 'n': integer above maximum value.", "n", "integer_above_max_value"),
         ({"prompt": "x", "size": "big"}, "Invalid 'size': 'big'. Expected 'auto' or 'WIDTHxHEIGHT'", "size", None),
-        ({"prompt": "x", "size": "4x4"}, "Invalid 'size': 4x4 is below the minimum of 8x8.", "size", None),
-        ({"prompt": "x", "size": "64x4096"}, "Invalid 'size': 64x4096 is above the maximum of 2048x2048", "size", None),
+        ({"prompt": "x", "size": "4x4"}, "Invalid 'size': 4x4 is below the minimum of 64x64.", "size", None),
+        (
+            {"prompt": "x", "size": "64x4096"},
+            "Invalid 'size': 64x4096 is above the maximum of 2048x2048 (set --max-width/--max-height).",
+            "size",
+            None,
+        ),
     ],
 )
 def test_invalid_generation_requests(tmp_path, fields, message, param, code):
@@ -163,12 +168,13 @@ def test_edit_spec_several_images_and_n(tmp_path):
     spec = EditRequest(prompt="x", n=3).to_spec(ctx(tmp_path), images)
     assert spec.mode is Mode.IMG2IMG and len(spec.init_images) == 2
     assert (spec.batch_size, spec.n_iter, spec.total_images) == (2, 3, 6)
-    assert (spec.width, spec.height, spec.denoising_strength) == (64, 48, 0.75)  # the image's own size
+    # the image's own size, scaled up so its short side reaches the minimum of 64 (64x48 -> 85x64 -> 80x64)
+    assert (spec.width, spec.height, spec.denoising_strength) == (80, 64, 0.75)
     with pytest.raises(OpenAIParamError) as e:
         EditRequest(prompt="x", n=9).to_spec(ctx(tmp_path), images)
     assert e.value.message.startswith("Invalid 'n': integer above maximum value. Expected a value <= 8, but got 9")
-    spec = EditRequest.parse({"prompt": "x", "strength": "0.3", "size": "32x32"}).to_spec(ctx(tmp_path), images)
-    assert (spec.denoising_strength, spec.width) == (0.3, 32)
+    spec = EditRequest.parse({"prompt": "x", "strength": "0.3", "size": "128x64"}).to_spec(ctx(tmp_path), images)
+    assert (spec.denoising_strength, spec.width) == (0.3, 128)
     big = Image.new("RGB", (4000, 1000))
     spec = EditRequest(prompt="x").to_spec(ctx(tmp_path), [("image", png(big))])
     assert (spec.width, spec.height) == (2048, 512)

@@ -133,8 +133,8 @@ def test_size_above_maximum_is_422(client):
     r = client.post("/sdapi/v1/txt2img", json={**BASE, "width": 4096})
     assert r.status_code == 422
     body = r.json()
-    assert body["error"] == "InvalidRequest"
-    assert "4096x64 is above the maximum 2048x2048" in body["detail"]
+    assert body["error"] == "invalid_request"
+    assert body["detail"] == "width 4096 is above the maximum of 2048 (set --max-width)"
 
 
 def test_type_error_is_fastapi_422(client):

@@ -177,9 +177,10 @@ def test_owners_never_see_each_others_characters(store):
             "description cannot call a character (<be-char:...>): characters do not nest",
         ),
         ({"seed_policy": "sometimes"}, "seed_policy", "seed_policy must be 'random' or 'fixed' (got 'sometimes')"),
-        ({"seed_policy": "fixed"}, "seed", "seed_policy 'fixed' needs a seed (0 to 4294967294)"),
-        ({"seed": -1}, "seed", "seed must be a whole number from 0 to 4294967294 (got -1)"),
-        ({"seed": 4294967295}, "seed", "seed must be a whole number from 0 to 4294967294 (got 4294967295)"),
+        ({"seed_policy": "fixed"}, "seed", "seed_policy 'fixed' needs a seed (0 to 4294967295)"),
+        ({"seed": -2}, "seed", "seed must be a whole number from -1 (random) to 4294967295 (got -2)"),
+        ({"seed": 4294967296}, "seed", "seed must be a whole number from -1 (random) to 4294967295 (got 4294967296)"),
+        ({"seed_policy": "fixed", "seed": -1}, "seed", "seed_policy 'fixed' needs a seed (0 to 4294967295)"),
     ],
 )
 def test_validation_names_the_field_and_the_limit(store, fields, param, message):

@@ -112,7 +112,7 @@ def test_errors_are_openai_exceptions_with_our_messages(client):
         client.images.generate(prompt="a cat", size="4096x4096", extra_body=FAST)
     assert e.value.status_code == 400
     assert e.value.code == "invalid_value" and e.value.param == "size"
-    assert "Invalid 'size': 4096x4096 is above the maximum of 2048x2048 on this server." in str(e.value)
+    assert "Invalid 'size': 4096x4096 is above the maximum of 2048x2048 (set --max-width/--max-height)." in str(e.value)
     with pytest.raises(openai.BadRequestError) as e:
         client.images.generate(prompt="a cat", n=7, size="64x64", extra_body=FAST)
     assert e.value.code == "integer_above_max_value" and e.value.param == "n"

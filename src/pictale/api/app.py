@@ -15,6 +15,7 @@ from pictale.api import files as files_routes
 from pictale.api.a1111 import info as a1111_info
 from pictale.api.a1111 import routes as a1111_routes
 from pictale.api.auth import Authenticator
+from pictale.api.body import JsonBodyMiddleware
 from pictale.api.errors import install_error_handlers
 from pictale.api.native import avatars as native_avatars
 from pictale.api.native import characters as native_characters
@@ -91,6 +92,7 @@ def create_app(
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(JsonBodyMiddleware)
     install_error_handlers(app)
     app.include_router(a1111_routes.router)
     app.include_router(a1111_info.router)

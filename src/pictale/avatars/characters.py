@@ -17,6 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pictale.core.errors import AvatarExists, CharacterNotFound, InvalidRequest
+from pictale.core.limits import SEED_MAX
+from pictale.core.limits import check_seed as check_seed_value
 from pictale.core.types import Character
 from pictale.prompt.characters import has_characters
 from pictale.prompt.grammar import join_errors, scan, splice
@@ -24,7 +26,7 @@ from pictale.storage.db import Database
 from pictale.storage.tables import CharacterRow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_SEED = 4294967294
+MAX_SEED = SEED_MAX
 SEED_POLICIES = ("random", "fixed")
 LIMITS = {"description": 4000, "avatars": 1000, "negative_prompt": 2000}
 """Characters per text field: a description is long (T5-family models read 256+ tokens), the rest short."""
@@ -132,8 +134,8 @@ def check_seed(policy: Any, seed: Any) -> tuple[str, int | None]:
     """A known policy, a seed in range, and a seed whenever the policy is "fixed"."""
     if policy not in SEED_POLICIES:
         raise InvalidRequest(f"seed_policy must be 'random' or 'fixed' (got {policy!r})", param="seed_policy")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
-        raise InvalidRequest(f"seed must be a whole number from 0 to {MAX_SEED} (got {seed!r})", param="seed")
+    if seed is not None and check_seed_value(seed, "seed") == -1:
+        seed = None  # -1 is "random" everywhere: no fixed seed
     if policy == "fixed" and seed is None:
         raise InvalidRequest(f"seed_policy 'fixed' needs a seed (0 to {MAX_SEED})", param="seed")
     return policy, seed
@@ -174,7 +176,7 @@ class CharacterStore:
     ) -> CharacterInfo:
         """Validate and store a new character; the seed policy defaults to "fixed" when a seed is given."""
         name = check_name(name)
-        policy, seed = check_seed(seed_policy or ("fixed" if seed is not None else "random"), seed)
+        policy, seed = check_seed(seed_policy or ("fixed" if seed not in (None, -1) else "random"), seed)
         now = int(time.time())
         row = CharacterRow(
             owner_id=owner,

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_steps: int = 150
     max_batch_images: int = 16
     max_image_pixels: int = 4096 * 4096
+    """Largest image (width x height) any route decodes: init images, masks, edits, png-info, avatar uploads."""
+    max_prompt_chars: int = 10000
+    """Longest prompt or negative prompt, in characters (longer ones get a 422 naming the field and this limit)."""
     queue_size: int = 16
     max_lora_mb: int = 175
     """Largest LoRA/embedding upload accepted, in MB."""

@@ -152,3 +152,17 @@ class BookBusy(PictaleError):
 
     status = 409
     code = "book_busy"
+
+
+class UnsupportedMediaType(PictaleError):
+    """The body is not in the format the route reads (names the Content-Type it expects)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class MalformedBody(PictaleError):
+    """The body could not be parsed at all (invalid or too deeply nested JSON)."""
+
+    status = 400
+    code = "invalid_body"

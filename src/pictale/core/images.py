@@ -8,12 +8,16 @@ import io
 import random
 import re
 import warnings
+from collections.abc import Sequence
 
 from PIL import Image, ImageFilter, ImageOps, ImageStat
 
 from pictale.core.errors import InvalidImage
 
-_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,30})\s*[xX×*]\s*(\d{1,30})\s*$")
+
+
+NOT_AN_IMAGE = "not a decodable image (damaged, or not PNG, JPEG, WEBP, GIF or BMP)"
 
 
 def parse_size(text: str) -> tuple[int, int] | None:
@@ -22,8 +26,8 @@ def parse_size(text: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def decode_image(data: str | bytes, *, field: str = "image", max_pixels: int = 4096 * 4096) -> Image.Image:
-    """Decode raw base64, a `data:image/...;base64,` URL or raw bytes; refuse bombs and non-images."""
+def image_bytes(data: str | bytes, *, field: str = "image") -> bytes:
+    """The bytes of raw base64, a `data:image/...;base64,` URL or raw bytes (URLs are never fetched)."""
     if isinstance(data, str):
         text = data.strip()
         if text.startswith("data:"):
@@ -38,22 +42,45 @@ def decode_image(data: str | bytes, *, field: str = "image", max_pixels: int = 4
         raw = data
     if not raw:
         raise InvalidImage(f"{field}: empty image", param=field)
+    return raw
+
+
+def decode_image(data: str | bytes, *, field: str = "image", max_pixels: int = 4096 * 4096) -> Image.Image:
+    """Decode raw base64, a data URL or raw bytes; the pixel limit is checked on the header, before decoding."""
+    raw = image_bytes(data, field=field)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw))
-            if img.width * img.height > max_pixels:
-                raise InvalidImage(
-                    f"{field}: image is {img.width}x{img.height}, more than the limit of {max_pixels} pixels",
-                    param=field,
-                )
+            img = open_checked(raw, field=field, max_pixels=max_pixels)
             img.load()
     except InvalidImage:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImage(f"{field}: image too large ({exc})", param=field) from exc
-    except Exception as exc:
-        raise InvalidImage(f"{field}: not a decodable image ({exc.__class__.__name__})", param=field) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImage(f"{field}: image too large to decode safely", param=field) from None
+    except Exception:
+        raise InvalidImage(f"{field}: {NOT_AN_IMAGE}", param=field) from None
+    return img
+
+
+def decode_images(
+    items: Sequence[str | bytes], *, field: str, max_pixels: int, max_count: int
+) -> tuple[Image.Image, ...]:
+    """Several images of one field (`field[0]`, `field[1]`, ...), at most `max_count` of them."""
+    if len(items) > max_count:
+        raise InvalidImage(f"{field}: {len(items)} images sent, at most {max_count} are accepted", param=field)
+    return tuple(decode_image(item, field=f"{field}[{i}]", max_pixels=max_pixels) for i, item in enumerate(items))
+
+
+def open_checked(raw: bytes, *, field: str, max_pixels: int) -> Image.Image:
+    """Open an image lazily (header only) and refuse it when it has more pixels than `max_pixels`."""
+    try:
+        img = Image.open(io.BytesIO(raw))
+    except Exception:
+        raise InvalidImage(f"{field}: {NOT_AN_IMAGE}", param=field) from None
+    if img.width * img.height > max_pixels:
+        raise InvalidImage(
+            f"{field}: image is {img.width}x{img.height}, more than the limit of {max_pixels} pixels", param=field
+        )
     return img
 
 

@@ -19,6 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pictale.core.errors import InvalidRequest
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLER = "Euler"
@@ -303,3 +305,36 @@ SCHEDULERS_API: list[dict[str, Any]] = [
 """`GET /sdapi/v1/schedulers`: the schedule types pictale reproduces, in A1111's shape and order."""
 
 SCHEDULE_NAMES: tuple[str, ...] = tuple(str(s["name"]) for s in SCHEDULERS_API)
+
+
+_SAMPLER_KEYS = {k.lower() for s in SAMPLERS_API for k in (s["name"], *s["aliases"])}
+_SCHEDULE_KEYS = {k.lower() for s in SCHEDULERS_API for k in (s["name"], s["label"], *(s["aliases"] or ()))}
+
+
+def schedule_suffix(name: str) -> str | None:
+    """The schedule that ends a combined sampler name ("DPM++ 2M Karras" -> "karras"), if any."""
+    lowered = " ".join(name.lower().split())
+    if lowered in _SAMPLER_KEYS:
+        return None
+    for option in sorted(_SCHEDULE_KEYS, key=len, reverse=True):
+        if lowered.endswith(" " + option) and lowered[: -len(option) - 1] in _SAMPLER_KEYS:
+            return option
+    return None
+
+
+def check_sampler_name(name: str | None, param: str) -> None:
+    """A known A1111 sampler name (optionally ending in a schedule), else a 4xx naming `param` and the choices."""
+    if name and " ".join(name.lower().split()) not in _SAMPLER_KEYS and not schedule_suffix(name):
+        raise InvalidRequest(
+            f"{param}: unknown sampler {name!r}; use one of {[s['name'] for s in SAMPLERS_API]}, "
+            "optionally followed by a schedule type (e.g. 'DPM++ 2M Karras')",
+            param=param,
+        )
+
+
+def check_schedule_name(name: str | None, param: str) -> None:
+    if name and name.strip().lower() not in _SCHEDULE_KEYS:
+        raise InvalidRequest(
+            f"{param}: unknown schedule type {name!r}; use one of {[s['name'] for s in SCHEDULERS_API]}",
+            param=param,
+        )

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from pictale.core.errors import InvalidImage
+from pictale.core.images import NOT_AN_IMAGE
 
 # Key order of A1111 1.10 `create_infotext`; a caller's extra keys go after these, then TRAILING_KEYS.
 A1111_KEY_ORDER: tuple[str, ...] = (
@@ -296,8 +297,8 @@ def read_infotext(data: bytes) -> tuple[str | None, dict[str, str]]:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()  # also reads text chunks placed after the image data
-    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, bombs)
-        raise InvalidImage(f"cannot decode image: {exc}", param="image") from exc
+    except Exception:  # Pillow raises many types (OSError, SyntaxError, ValueError, bombs)
+        raise InvalidImage(f"image: {NOT_AN_IMAGE}", param="image") from None
 
     items: dict[str, Any] = dict(image.info or {})
     geninfo = items.pop("parameters", None)

@@ -161,20 +161,7 @@ class BookRun:
         if base is None:
             base = (self.req["seed"] + (page["number"] - 1) * SEED_STRIDE) % MAX_SEED
         seeds = [(base + have + i) % MAX_SEED for i in range(count)]
-        spec = GenerationSpec(
-            prompt=page["prompt"],
-            negative_prompt=self.req.get("negative_prompt", ""),
-            seed=seeds[0],
-            steps=self.req["steps"],
-            cfg_scale=self.req["cfg_scale"],
-            width=self.req["width"],
-            height=self.req["height"],
-            sampler=self.req["sampler"],
-            scheduler=self.req.get("scheduler", "automatic"),
-            batch_size=count,
-            model=self.req.get("model"),
-            extra={"infotext_extra": {"Book": self.id, "Page": page["number"]}},
-        )
+        spec = page_spec(self.req, page["prompt"], seeds[0], count, {"Book": self.id, "Page": page["number"]})
         job = self._queued(lambda: self.ctx.service.submit(spec, owner=self.owner, meta={"book": self.id}))
         self.pending[page["number"]] = (job, seeds)
 
@@ -326,6 +313,24 @@ class BookRun:
 
 def _new_page(number: int, text: str) -> dict:
     return {"number": number, "text": text, "prompt": None, "characters": [], "candidates": [], "chosen": None}
+
+
+def page_spec(req: dict[str, Any], prompt: str, seed: int, count: int, infotext: dict | None = None) -> GenerationSpec:
+    """One round of a page's candidates as a generation (also what a new book is checked with up front)."""
+    return GenerationSpec(
+        prompt=prompt,
+        negative_prompt=req.get("negative_prompt", ""),
+        seed=seed,
+        steps=req["steps"],
+        cfg_scale=req["cfg_scale"],
+        width=req["width"],
+        height=req["height"],
+        sampler=req["sampler"],
+        scheduler=req.get("scheduler", "automatic"),
+        batch_size=count,
+        model=req.get("model"),
+        extra={"infotext_extra": infotext or {}},
+    )
 
 
 def new_seed() -> int:

@@ -21,7 +21,7 @@ from pictale.service.scoring import ScorerHolder
 from pictale.storage.blobs import BlobStore
 from pictale.storage.books import BookStore
 from pictale.story import export, planner
-from pictale.story.book_run import BookRun, RunContext, Stopping, new_seed
+from pictale.story.book_run import BookRun, RunContext, Stopping, new_seed, page_spec
 from pictale.story.book_views import book_view
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class BookRunner:
         request = dict(request)
         if request.get("seed", -1) < 0:
             request["seed"] = new_seed()
+        names = request.get("characters", [])
+        self.check_prompt(owner, request, planner.compose_prompt(request.get("style", ""), names, "scene"))
         story = (request.get("story") or "").strip()
         if not story and not self.service.settings.llm_base_url:
             raise planner.story_needs_llm()
@@ -88,12 +90,20 @@ class BookRunner:
         if prompt is not None:
             if not prompt.strip():
                 raise InvalidRequest("prompt must not be empty", param="prompt")
+            self.check_prompt(owner, book["request"], prompt)
             page["prompt"], page["plan_source"] = prompt, "edited"
         page["seed_base"] = seed if seed is not None and seed >= 0 else new_seed()
         page["candidates"], page["chosen"] = [], None
         self.store.save(book_id, document=book["document"], state="queued", error=None)
         self._start(book_id)
         return self.get(owner, book_id, base_url)
+
+    def check_prompt(self, owner: str, request: dict[str, Any], prompt: str) -> None:
+        """What a page job would be refused for (steps, size, seed, lengths, avatars, characters): a 4xx now,
+        before the book is accepted, never a failed book later."""
+        # a round makes at most `candidates` images (more rounds follow for a threshold)
+        spec = self.service.normalize(page_spec(request, prompt, request["seed"], request["candidates"]))
+        self.service.compile(spec, owner)
 
     def resume(self, owner: str, book_id: str, base_url: str = "") -> dict:
         """Go on with a cancelled or failed book from its first unfinished page."""

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pictale.api.a1111.schemas import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 from pictale.api.auth import require_auth
 from pictale.api.deps import owner, service, wait_for_job
-from pictale.core.images import decode_image
+from pictale.core.images import image_bytes, open_checked
 from pictale.core.types import GenerationSpec
 from pictale.service.generation import GenerationService
 from pictale.service.previews import request_previews
@@ -42,7 +42,11 @@ async def txt2img(request: Request, body: Txt2ImgRequest = Body(default_factory=
 @router.post("/img2img")
 async def img2img(request: Request, body: Img2ImgRequest = Body(default_factory=Img2ImgRequest)) -> dict[str, Any]:
     svc = service(request)
-    spec = with_profile(svc, body.to_spec(svc.options, max_pixels=svc.settings.max_image_pixels), body.explicit())
+    spec = with_profile(
+        svc,
+        body.to_spec(svc.options, max_pixels=svc.settings.max_image_pixels, max_images=svc.settings.max_upload_images),
+        body.explicit(),
+    )
     job = svc.submit(spec, owner=owner(request))
     result = await wait_for_job(request, job)
     _restore_overrides(svc, body)
@@ -143,13 +147,8 @@ async def set_options(request: Request, body: dict[str, Any] = Body(default_fact
 async def png_info(request: Request, body: PngInfoRequest) -> dict[str, Any]:
     if not body.image.strip():
         return {"info": "", "items": {}, "parameters": {}}
-    text = body.image.strip()
-    if text.startswith("data:"):
-        text = text.partition(",")[2]
-    try:
-        raw = base64.b64decode(text)
-    except ValueError:
-        decode_image(body.image, field="image")  # raises the clear error
-        raise
+    raw = image_bytes(body.image, field="image")
+    # the header is checked against the pixel limit; the pixels themselves are never decoded here
+    open_checked(raw, field="image", max_pixels=service(request).settings.max_image_pixels)
     info, items = read_infotext(raw)
     return {"info": info or "", "items": items, "parameters": parse_infotext(info) if info else {}}

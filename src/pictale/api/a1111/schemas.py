@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from pictale.core.errors import InitImageMissing, InvalidRequest, ScriptNotFound
-from pictale.core.images import decode_image
+from pictale.core.images import decode_image, decode_images
 from pictale.core.samplers import resolve_sampler
 from pictale.core.types import GenerationSpec, HiresSpec
 
@@ -106,7 +106,7 @@ IMG2IMG_DEFAULTS: dict[str, Any] = {
 
 
 class _Tolerant(BaseModel):
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
 
 
 class GenerationRequest(_Tolerant):
@@ -127,8 +127,8 @@ class GenerationRequest(_Tolerant):
     n_iter: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)
     cfg_scale: float | None = None
-    width: int | None = Field(None, ge=8)
-    height: int | None = Field(None, ge=8)
+    width: int | None = None
+    height: int | None = None
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool | None = None
@@ -271,8 +271,8 @@ class Img2ImgRequest(GenerationRequest):
     resize_mode: int | None = Field(None, ge=0, le=3)
     image_cfg_scale: float | None = None
     mask: str | None = None
-    mask_blur_x: int | None = None
-    mask_blur_y: int | None = None
+    mask_blur_x: int | None = Field(None, ge=0, le=64)
+    mask_blur_y: int | None = Field(None, ge=0, le=64)
     mask_blur: int | None = Field(None, ge=0, le=64)
     mask_round: bool | None = None
     inpainting_fill: int | None = Field(None, ge=0, le=3)
@@ -292,14 +292,11 @@ class Img2ImgRequest(GenerationRequest):
             data["mask"] = None
         return data
 
-    def to_spec(self, options: dict[str, Any], *, max_pixels: int) -> GenerationSpec:
+    def to_spec(self, options: dict[str, Any], *, max_pixels: int, max_images: int = 16) -> GenerationSpec:
         self.check_scripts()
         if not self.init_images:
             raise InitImageMissing("Init image not found", param="init_images")
-        images = tuple(
-            decode_image(img, field=f"init_images[{i}]", max_pixels=max_pixels)
-            for i, img in enumerate(self.init_images)
-        )
+        images = decode_images(self.init_images, field="init_images", max_pixels=max_pixels, max_count=max_images)
         mask = decode_image(self.mask, field="mask", max_pixels=max_pixels) if self.mask else None
         blur = self.mask_blur if self.mask_blur is not None else max(self.mask_blur_x or 4, self.mask_blur_y or 4)
         return GenerationSpec(
@@ -326,5 +323,5 @@ class PngInfoRequest(_Tolerant):
 def _int(value: Any, field: str) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidRequest(f"{field} must be an integer (got {value!r})", param=field) from None

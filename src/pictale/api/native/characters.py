@@ -28,7 +28,7 @@ Store = Annotated[CharacterStore, Depends(store)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CharacterCreate(_Strict):

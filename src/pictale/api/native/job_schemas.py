@@ -18,25 +18,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pictale.api.a1111.schemas import HIRES_UPSCALERS
 from pictale.core.errors import InvalidRequest
-from pictale.core.images import decode_image
+from pictale.core.images import decode_image, decode_images
+from pictale.core.limits import Seed
 from pictale.core.samplers import (
     AUTOMATIC,
-    SAMPLERS_API,
     SCHEDULERS_API,
+    check_sampler_name,
+    check_schedule_name,
     default_schedule,
     resolve_sampler,
+    schedule_suffix,
     supported_schedules,
 )
 from pictale.core.types import GenerationSpec, HiresSpec
 from pictale.service.profiles import Profile, apply_profile, default_profile, default_size
 
-_SAMPLER_KEYS = {k.lower() for s in SAMPLERS_API for k in (s["name"], *s["aliases"])}
-_SCHEDULE_KEYS = {k.lower() for s in SCHEDULERS_API for k in (s["name"], s["label"], *(s["aliases"] or ()))}
 _PROFILED = ("sampler", "scheduler", "steps", "cfg_scale", "width", "height")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class HiresRequest(_Strict):
@@ -67,14 +68,14 @@ class JobRequest(_Strict):
 
     prompt: str = ""
     negative_prompt: str = ""
-    seed: int = Field(-1, ge=-1)
+    seed: Seed = -1
     """-1: random."""
-    subseed: int = Field(-1, ge=-1)
+    subseed: Seed = -1
     subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
     steps: int | None = Field(None, ge=1)
     cfg_scale: float | None = Field(None, ge=0.0, le=30.0)
-    width: int | None = Field(None, ge=8)
-    height: int | None = Field(None, ge=8)
+    width: int | None = None
+    height: int | None = None
     sampler: str | None = None
     """An A1111 sampler name; a schedule may end it ("DPM++ 2M Karras")."""
     scheduler: str | None = None
@@ -124,7 +125,7 @@ class JobRequest(_Strict):
     def explicit(self) -> set[str]:
         """The profile-filled fields the client set (a schedule ending the sampler name sets `scheduler`)."""
         given = {name for name in _PROFILED if getattr(self, name) is not None}
-        if self.sampler and _schedule_suffix(self.sampler):
+        if self.sampler and schedule_suffix(self.sampler):
             given.add("scheduler")
         return given
 
@@ -135,11 +136,12 @@ class JobRequest(_Strict):
         family: str | None = None,
         options: dict[str, Any] | None = None,
         max_pixels: int = 4096 * 4096,
+        max_images: int = 16,
     ) -> GenerationSpec:
         """The GenerationSpec; fields left unset come from `profile` (default: a standard model's)."""
         profile = profile or default_profile()
-        _check_sampler(self.sampler, "sampler")
-        _check_schedule(self.scheduler, "scheduler")
+        check_sampler_name(self.sampler, "sampler")
+        check_schedule_name(self.scheduler, "scheduler")
         explicit = self.explicit()
         side = default_size(profile, family)
         given = {name: getattr(self, name) for name in _PROFILED if getattr(self, name) is not None}
@@ -147,10 +149,7 @@ class JobRequest(_Strict):
         fields = apply_profile({"width": side, "height": side, "scheduler": None, **given}, profile, explicit)
         sampler, schedule = _resolve(fields["sampler"], fields["scheduler"], strict="scheduler" in explicit)
         clip_skip = self.clip_skip or int((options or {}).get("CLIP_stop_at_last_layers") or 1)
-        images = tuple(
-            decode_image(img, field=f"init_images[{i}]", max_pixels=max_pixels)
-            for i, img in enumerate(self.init_images or ())
-        )
+        images = decode_images(self.init_images or (), field="init_images", max_pixels=max_pixels, max_count=max_images)
         if self.mask and not images:
             raise InvalidRequest("mask: a mask needs init_images (inpainting edits a given image)", param="mask")
         mask = decode_image(self.mask, field="mask", max_pixels=max_pixels) if self.mask else None
@@ -192,11 +191,11 @@ class JobRequest(_Strict):
         h = self.hires
         if h is None:
             return None
-        _check_sampler(h.sampler, "hires.sampler")
-        _check_schedule(h.scheduler, "hires.scheduler")
+        check_sampler_name(h.sampler, "hires.sampler")
+        check_schedule_name(h.scheduler, "hires.scheduler")
         hr_sampler = hr_schedule = None
         if h.sampler or h.scheduler:
-            strict = bool(h.scheduler or (h.sampler and _schedule_suffix(h.sampler)))
+            strict = bool(h.scheduler or (h.sampler and schedule_suffix(h.sampler)))
             hr_sampler, hr_schedule = _resolve(
                 h.sampler or sampler, h.scheduler or schedule, strict=strict, param="hires.scheduler"
             )
@@ -214,34 +213,6 @@ class JobRequest(_Strict):
         )
 
 
-def _schedule_suffix(name: str) -> str | None:
-    """The schedule that ends a combined sampler name ("DPM++ 2M Karras" -> "karras"), if any."""
-    lowered = " ".join(name.lower().split())
-    if lowered in _SAMPLER_KEYS:
-        return None
-    for option in sorted(_SCHEDULE_KEYS, key=len, reverse=True):
-        if lowered.endswith(" " + option) and lowered[: -len(option) - 1] in _SAMPLER_KEYS:
-            return option
-    return None
-
-
-def _check_sampler(name: str | None, param: str) -> None:
-    if name and " ".join(name.lower().split()) not in _SAMPLER_KEYS and not _schedule_suffix(name):
-        raise InvalidRequest(
-            f"{param}: unknown sampler {name!r}; use one of {[s['name'] for s in SAMPLERS_API]}, "
-            "optionally followed by a schedule type (e.g. 'DPM++ 2M Karras')",
-            param=param,
-        )
-
-
-def _check_schedule(name: str | None, param: str) -> None:
-    if name and name.strip().lower() not in _SCHEDULE_KEYS:
-        raise InvalidRequest(
-            f"{param}: unknown schedule type {name!r}; use one of {[s['name'] for s in SCHEDULERS_API]}",
-            param=param,
-        )
-
-
 def _canonical_schedule(key: str | None) -> str | None:
     lowered = (key or "").strip().lower()
     found = [
@@ -256,7 +227,7 @@ def _resolve(sampler: str, schedule: str | None, *, strict: bool, param: str = "
     """Canonical (sampler, schedule). A schedule the client asked for and the sampler cannot follow is a 422;
     one the profile suggested quietly becomes the sampler's own (the client picked another sampler)."""
     name, resolved = resolve_sampler(sampler, schedule)
-    wanted = _canonical_schedule(_schedule_suffix(sampler) or schedule)
+    wanted = _canonical_schedule(schedule_suffix(sampler) or schedule)
     if strict and wanted not in (None, AUTOMATIC, default_schedule(name)) and wanted not in supported_schedules(name):
         raise InvalidRequest(
             f"{param}: schedule type {wanted!r} is not available for the {name} sampler; "

@@ -41,6 +41,9 @@ _PARAMS = {
     "hr_scale": "hires.scale",
     "hr_second_pass_steps": "hires.second_pass_steps",
     "hr_prompt": "hires.prompt",
+    "hr_negative_prompt": "hires.negative_prompt",
+    "hr_denoising_strength": "hires.denoising_strength",
+    "hr_resize_x": "hires.resize_x",
     "CLIP_stop_at_last_layers": "clip_skip",
     "sd_model_checkpoint": "model",
 }
@@ -85,6 +88,7 @@ def create_job(request: Request, caller: Caller, body: JobRequest) -> JSONRespon
         family=entry.family if entry else None,
         options=svc.options,
         max_pixels=svc.settings.max_image_pixels,
+        max_images=svc.settings.max_upload_images,
     )
     base_url, files = _base_url(request), _files(request)
     meta = {

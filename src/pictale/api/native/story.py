@@ -50,7 +50,8 @@ async def imagine(request: Request, caller: Caller, body: ImagineRequest) -> dic
         character = svc.characters.get(caller.id, body.character) if svc.characters is not None else None
         if character is None:
             raise InvalidRequest(f"unknown character {body.character!r}", param="character")
-    base = body.base_spec(*_profile(svc, body.model))
+    base = body.base_spec(*_profile(svc, body.model), limits=svc.settings)
+    svc.normalize(base)  # steps, size, seed: a 4xx before the prompt is written
     messages = [m.model_dump() for m in body.messages]
     plan = await run_in_threadpool(
         plan_imagine, messages, body.mode, character, request.app.state.llm(), context=body.context, base=base
@@ -83,7 +84,7 @@ async def imagine(request: Request, caller: Caller, body: ImagineRequest) -> dic
 
 @router.post("/books", status_code=202)
 async def create_book(request: Request, caller: Caller, body: BookRequest) -> JSONResponse:
-    req = body.to_request(*_profile(service(request), body.model))
+    req = body.to_request(*_profile(service(request), body.model), limits=service(request).settings)
     book = await run_in_threadpool(_books(request).create, caller.id, req, _base(request))
     return JSONResponse(book, status_code=202)
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pictale.api.native.job_schemas import JobRequest
+from pictale.core.config import Settings
 from pictale.core.errors import InvalidRequest
-from pictale.core.images import parse_size
+from pictale.core.limits import Seed, check_size_text
 from pictale.core.types import GenerationSpec
 from pictale.service.profiles import Profile
 
 MAX_PAGES = 48
+MAX_MESSAGE_CHARS = 100_000
+"""One chat message given to imagine (the prompt written from it has its own limit)."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class ChatMessage(BaseModel):
@@ -27,13 +30,21 @@ class ChatMessage(BaseModel):
     role: str = Field(min_length=1, max_length=32)
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _bounded(cls, v: Any) -> Any:
+        size = len(v) if isinstance(v, str) else len(str(v or ""))
+        if size > MAX_MESSAGE_CHARS:
+            raise ValueError(f"content is {size} characters, more than the limit of {MAX_MESSAGE_CHARS}")
+        return v
+
 
 class _Picture(_Strict):
     """Generation settings shared by imagine and books."""
 
     negative_prompt: str = Field("", max_length=10000)
-    width: int | None = Field(None, ge=8)
-    height: int | None = Field(None, ge=8)
+    width: int | None = None
+    height: int | None = None
     size: str | None = None
     """"WIDTHxHEIGHT" (as the OpenAI API), instead of width/height."""
     steps: int | None = Field(None, ge=1)
@@ -41,18 +52,21 @@ class _Picture(_Strict):
     sampler: str | None = None
     scheduler: str | None = None
     """Unset fields get the model's defaults, as on the job API (few-step models: their sampler and steps)."""
-    seed: int = Field(-1, ge=-1)
+    seed: Seed = -1
     model: str | None = None
 
-    def base_spec(self, profile: Profile | None = None, family: str | None = None) -> GenerationSpec:
+    def base_spec(
+        self, profile: Profile | None = None, family: str | None = None, *, limits: Settings | None = None
+    ) -> GenerationSpec:
         """Size, steps, CFG, sampler, seed and model resolved like a `/v1/jobs` request (no prompt yet)."""
         width, height = self.width, self.height
         if self.size is not None:
-            size = parse_size(self.size)
+            limits = limits or Settings()
+            size = check_size_text(self.size, max_width=limits.max_width, max_height=limits.max_height)
             if size is None:
-                raise InvalidRequest(f"size {self.size!r} must look like 512x768", param="size")
+                raise InvalidRequest(f"size {self.size!r} must look like WIDTHxHEIGHT, e.g. 512x768", param="size")
             width, height = size
-        job = JobRequest(
+        job = JobRequest.model_construct(
             negative_prompt=self.negative_prompt,
             seed=self.seed,
             steps=self.steps,
@@ -109,6 +123,8 @@ class BookRequest(_Picture):
     def _one_source(self) -> BookRequest:
         has_story, has_keywords = bool((self.story or "").strip()), bool((self.keywords or "").strip())
         # InvalidRequest (not ValueError) passes through pydantic: the 422 names the field it is about.
+        if self.story is not None and not has_story and not has_keywords:
+            raise InvalidRequest("story is empty: give the story's text (or keywords for the LLM)", param="story")
         if has_story == has_keywords:
             raise InvalidRequest(
                 "give either story (the text) or keywords (the LLM writes the story), not both", param="story"
@@ -121,9 +137,11 @@ class BookRequest(_Picture):
             )
         return self
 
-    def to_request(self, profile: Profile | None = None, family: str | None = None) -> dict[str, Any]:
+    def to_request(
+        self, profile: Profile | None = None, family: str | None = None, *, limits: Settings | None = None
+    ) -> dict[str, Any]:
         """The stored request of the book (what a resumed run reads), generation settings resolved."""
-        spec = self.base_spec(profile, family)
+        spec = self.base_spec(profile, family, limits=limits)
         out = self.model_dump(exclude={"size"})
         out.update(
             width=spec.width,
@@ -138,7 +156,7 @@ class BookRequest(_Picture):
 
 
 class RegenerateRequest(_Strict):
-    seed: int | None = Field(None, ge=-1)
+    seed: Seed | None = None
     """The page's new base seed (-1 or none: a random one)."""
     prompt: str | None = Field(None, max_length=10000)
     """An edited prompt for the page (may use <be-char:...> and avatar tokens)."""

@@ -30,7 +30,7 @@ from pictale.api.openai.schemas import (
     revised_prompt,
 )
 from pictale.api.openai.stream import image_events
-from pictale.core.errors import InvalidImage, InvalidRequest, ModelNotFound
+from pictale.core.errors import InvalidImage, InvalidRequest, ModelNotFound, UnsupportedMediaType
 from pictale.core.types import GenerationSpec, ModelEntry
 from pictale.jobs.queue import Job
 from pictale.service.files import sniff
@@ -58,9 +58,21 @@ async def json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Unsupported Content-Type {ctype!r}: send a JSON object with Content-Type: application/json.",
+            param="body",
+        )
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise InvalidRequest("We could not parse the JSON body of your request (nested too deeply).") from None
     except ValueError as exc:
+        if not ctype:  # no Content-Type and not JSON: say what this route reads
+            raise UnsupportedMediaType(
+                "The body is not JSON: send a JSON object with Content-Type: application/json.", param="body"
+            ) from None
         raise InvalidRequest(f"We could not parse the JSON body of your request ({exc}).") from None
     if not isinstance(data, dict):
         raise InvalidRequest('The request body must be a JSON object, e.g. {"prompt": "a cat"}.')

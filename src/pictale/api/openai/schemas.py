@@ -15,8 +15,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from pictale.core.config import Settings
 from pictale.core.errors import InvalidImage, InvalidRequest
-from pictale.core.images import decode_image, parse_size
-from pictale.core.samplers import resolve_sampler
+from pictale.core.images import decode_image
+from pictale.core.limits import MIN_SIZE, check_size_text
+from pictale.core.samplers import check_sampler_name, check_schedule_name, resolve_sampler
 from pictale.core.types import GenerationSpec, ModelEntry
 from pictale.prompt.grammar import scan, splice
 from pictale.service.profiles import Profile, default_profile
@@ -76,7 +77,7 @@ class Delivery:
 class ImagesRequest(BaseModel):
     """`POST /v1/images/generations`; the fields the edits form shares. Unknown fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore", protected_namespaces=(), populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), populate_by_name=True, allow_inf_nan=False)
 
     prompt: str | None = None
     model: str | None = None
@@ -179,6 +180,14 @@ class ImagesRequest(BaseModel):
         profile = self.profile(ctx)
         # a sampler named without a schedule gets its own default schedule, not the profile's
         schedule = self.scheduler if self.scheduler is not None or self.sampler else profile.scheduler
+        if self.sampler:
+            check_sampler_name(self.sampler, "sampler")
+        if self.scheduler:
+            check_schedule_name(self.scheduler, "scheduler")
+        if self.clip_skip is not None and not 1 <= self.clip_skip <= 12:
+            raise OpenAIParamError(
+                f"Invalid 'clip_skip': expected a value from 1 to 12, but got {self.clip_skip}.", param="clip_skip"
+            )
         sampler, schedule = resolve_sampler(self.sampler or profile.sampler, schedule)
         entry = self.checkpoint(ctx)
         return {
@@ -198,23 +207,18 @@ class ImagesRequest(BaseModel):
         text = (self.size or "").strip().lower()
         if not text or text == "auto":
             return None
-        size = parse_size(text)
-        if size is None:
-            raise OpenAIParamError(
-                f"Invalid 'size': {self.size!r}. Expected 'auto' or 'WIDTHxHEIGHT', e.g. '512x512' or '1024x1536'.",
-                param="size",
-            )
-        width, height = size
         s = ctx.settings
-        if width < 8 or height < 8:
-            raise OpenAIParamError(f"Invalid 'size': {width}x{height} is below the minimum of 8x8.", param="size")
-        if width > s.max_width or height > s.max_height:
+        try:
+            size = check_size_text(text, max_width=s.max_width, max_height=s.max_height)
+        except InvalidRequest as exc:
+            raise OpenAIParamError(f"Invalid 'size': {exc.message.removeprefix('size ')}.", param="size") from None
+        if size is None:
+            shown = self.size if len(self.size or "") <= 40 else f"{self.size[:40]}..."
             raise OpenAIParamError(
-                f"Invalid 'size': {width}x{height} is above the maximum of {s.max_width}x{s.max_height} on this "
-                "server.",
+                f"Invalid 'size': {shown!r}. Expected 'auto' or 'WIDTHxHEIGHT', e.g. '512x512' or '1024x1536'.",
                 param="size",
             )
-        return width // 8 * 8, height // 8 * 8
+        return size
 
     def default_size(self, ctx: Context) -> tuple[int, int]:
         """Block Entropy's 1024x1024 in compat mode, else the model family's native square."""
@@ -340,9 +344,11 @@ class EditRequest(ImagesRequest):
         if self.compat(ctx) and self.size is None:
             return self.default_size(ctx)
         s = ctx.settings
-        scale = min(1.0, s.max_width / image.width, s.max_height / image.height)
+        # the image's own size, brought within the limits (a small image is scaled up to the minimum side)
+        scale = max(1.0, MIN_SIZE / min(image.width, image.height))
+        scale = min(scale, s.max_width / image.width, s.max_height / image.height)
         w, h = int(image.width * scale) // 8 * 8, int(image.height * scale) // 8 * 8
-        if w < 8 or h < 8:
+        if w < MIN_SIZE or h < MIN_SIZE:
             raise InvalidImage(f"Invalid 'image': {image.width}x{image.height} is too small to edit.", param="image")
         return w, h
 
