@@ -95,3 +95,11 @@ def test_names_taken_by_the_new_owner_stay_where_they_were(tmp_path):
     assert [c.name for c in chars.list("local")] == ["Sasha"]
     assert sorted(c.name for c in chars.list("key_x")) == ["sasha", "tom"]
     db.dispose()
+
+
+def test_with_api_auth_the_first_key_may_be_an_ordinary_one(tmp_path, tiny_models):
+    from tests.api.test_keys_api import basic
+
+    with make_app(tmp_path, tiny_models, api_auth="alice:pw") as c:
+        r = c.post("/v1/keys", json={"name": "bot"}, headers=basic("alice", "pw"))
+        assert r.status_code == 201 and r.json()["admin"] is False and r.json()["adopted"] is None

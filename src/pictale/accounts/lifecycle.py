@@ -1,7 +1,8 @@
 """The rules around making and revoking keys, shared by `POST/DELETE /v1/keys` and `pictale keys`.
 
 - The first key (no live key exists) must be an admin key, and it adopts what the open-mode local user made
-  (avatars, characters, books): those do not vanish when the server closes.
+  (avatars, characters, books): those do not vanish when the server closes. With `--api-auth` the server
+  was not open and its Basic users manage keys, so a first key may be an ordinary one (it adopts nothing).
 - Each key gets a webhook signing secret, shown once with the key.
 - Revoking the last live key reopens the server (no keys: open mode); that key's things go back to the
   local user. Over HTTP the last admin key cannot be revoked, so only the CLI on the server reopens it.
@@ -46,12 +47,13 @@ class Revoked:
     """When reopened: the revoked key's things, now the local user's."""
 
 
-def create_key(db: Database, name: str, admin: bool = False) -> NewKey:
-    """Make a key and its webhook secret; the first key must be admin and adopts the local user's things."""
+def create_key(db: Database, name: str, admin: bool = False, *, basic_users: bool = False) -> NewKey:
+    """Make a key and its webhook secret; the first key must be admin (unless `basic_users`: `--api-auth`
+    is set) and, when admin, adopts the local user's things."""
     keys = KeyStore(db)
     with _lock:
         first = keys.count() == 0
-        if first and not admin:
+        if first and not admin and not basic_users:
             raise InvalidRequest(
                 "the first API key must be an admin key (admin: true, or `pictale keys create NAME --admin`): "
                 "it manages the other keys and takes over what was made in open mode",
@@ -60,7 +62,7 @@ def create_key(db: Database, name: str, admin: bool = False) -> NewKey:
         record, plaintext = keys.create(name, admin=admin)
         secret = SecretStore(db).rotate(record.id)
         adopted = None
-        if first:
+        if first and admin:
             with db.session() as s:
                 adopted = transfer(s, LOCAL_OWNER, record.id)
     return NewKey(record, plaintext, secret, adopted)

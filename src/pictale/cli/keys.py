@@ -72,9 +72,9 @@ def create(
     from pictale.accounts.lifecycle import create_key
     from pictale.core.errors import PictaleError
 
-    _, db = open_database(data_dir, database_url)
+    settings, db = open_database(data_dir, database_url)
     try:
-        new = create_key(db, name, admin=admin)
+        new = create_key(db, name, admin=admin, basic_users=bool(settings.api_auth))
     except PictaleError as exc:
         raise fail(exc.message) from None
     finally:

@@ -47,7 +47,10 @@ async def create_key(request: Request, admin: Admin, body: KeyCreate) -> dict:
             "in open mode the first API key can only be made on the server itself: run "
             "`pictale keys create NAME --admin` there, or POST /v1/keys from 127.0.0.1"
         )
-    new = await run_in_threadpool(lifecycle.create_key, request.app.state.db, body.name, body.admin)
+    basic_users = bool(request.app.state.auth.pairs)
+    new = await run_in_threadpool(
+        lambda: lifecycle.create_key(request.app.state.db, body.name, body.admin, basic_users=basic_users)
+    )
     if new.adopted is not None:
         adopt_jobs(service(request).queue, lifecycle.LOCAL_OWNER, new.record.id)
     return new.to_json()
