@@ -11,9 +11,13 @@ from pictale.api.app import create_app
 from pictale.core.config import Settings
 from tests.avatars import files
 
+LOOPBACK = ("127.0.0.1", 50000)
+"""The first key is made over HTTP only from the server itself: these clients call from loopback."""
 
-def make_app(tmp_path, tiny_models, **overrides) -> TestClient:
-    return TestClient(create_app(Settings(data_dir=tmp_path, model=str(tiny_models["sd15"]), **overrides)))
+
+def make_app(tmp_path, tiny_models, client=LOOPBACK, **overrides) -> TestClient:
+    settings = Settings(data_dir=tmp_path, model=str(tiny_models["sd15"]), **overrides)
+    return TestClient(create_app(settings), client=client)
 
 
 def bearer(key: str) -> dict:

@@ -91,6 +91,9 @@ def test_errors_exit_2_with_the_message(tmp_path):
 def test_keys_own_their_characters(tmp_path):
     data = ["--data-dir", tmp_path]
     assert run("characters", "add", "sasha", "--description", "local one", *data).exit_code == 0
+    root = run("keys", "create", "root", "--admin", *data).stdout.strip()  # the first key adopts sasha
+    assert run("characters", "add", "sasha", "--description", "local one", *data).exit_code == 0
+    assert "local one" in run("characters", "list", "--key", root, *data).stdout
     key = run("keys", "create", "bob", *data).stdout.strip()
     assert "sasha" not in run("characters", "list", "--key", key, *data).stdout
     r = run("characters", "show", "sasha", "--key", key, *data)

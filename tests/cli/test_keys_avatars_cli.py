@@ -53,7 +53,14 @@ def test_avatars_add_list_show_rm(tmp_path, tiny_models):
     assert shown["filenames"] == ["toy.safetensors"]
     listing = run("avatars", "list", "--data-dir", data).stdout
     assert "lucy" in listing and "toy" in listing
-    # a key owns its own avatars: it does not see the local user's
+    # the first key (an admin) takes over what the local user made; a second key sees none of it
+    r = run("keys", "create", "bob", "--data-dir", data)
+    assert r.exit_code == 2 and "the first API key must be an admin key" in " ".join(r.stderr.split())
+    r = run("keys", "create", "root", "--admin", "--data-dir", data)
+    assert r.exit_code == 0 and "(2 avatars, 0 characters, 0 books)" in " ".join(r.stderr.split())
+    root = r.stdout.strip()
+    assert "lucy" not in run("avatars", "list", "--data-dir", data).stdout
+    assert "lucy" in run("avatars", "list", "--key", root, "--data-dir", data).stdout
     key = run("keys", "create", "bob", "--data-dir", data).stdout.strip()
     assert "lucy" not in run("avatars", "list", "--key", key, "--data-dir", data).stdout
     r = run("avatars", "show", "face", "lucy", "--key", key, "--data-dir", data)
@@ -64,9 +71,9 @@ def test_avatars_add_list_show_rm(tmp_path, tiny_models):
     # failures name the file and the reason
     r = run("avatars", "add", "lora", "bad", a, "--data-dir", data)
     assert r.exit_code == 2 and "a.png: a lora avatar must be a .safetensors file" in r.stderr
-    r = run("avatars", "add", "face", "lucy", a, "--data-dir", data)
+    r = run("avatars", "add", "face", "lucy", a, "--key", root, "--data-dir", data)
     assert r.exit_code == 2 and "you already have a face avatar named 'lucy'" in r.stderr
-    assert run("avatars", "rm", "face", "lucy", "--data-dir", data).exit_code == 0
-    r = run("avatars", "show", "face", "lucy", "--data-dir", data)
+    assert run("avatars", "rm", "face", "lucy", "--key", root, "--data-dir", data).exit_code == 0
+    r = run("avatars", "show", "face", "lucy", "--key", root, "--data-dir", data)
     assert r.exit_code == 2
     assert run("avatars", "show", "face", "lucy", "--key", key, "--data-dir", data).exit_code == 0

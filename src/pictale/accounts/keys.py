@@ -98,7 +98,7 @@ class KeyStore:
             return _record(row)
 
     def revoke(self, key_id: str) -> KeyRecord:
-        """Revoke a key at once. The row stays, so the server never falls back to open mode by itself."""
+        """Revoke a key at once (the row stays, marked revoked)."""
         with self.db.session() as s:
             row = s.get(ApiKey, key_id)
             if row is None or row.revoked_at is not None:
@@ -107,9 +107,9 @@ class KeyStore:
             return _record(row)
 
     def has_keys(self) -> bool:
-        """True once any key was ever created (revoking every key does not reopen the server)."""
+        """True while a live key exists; with none (never made, or all revoked) the server is open."""
         with self.db.session() as s:
-            return s.scalar(select(ApiKey.id).limit(1)) is not None
+            return s.scalar(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)) is not None
 
     def count(self) -> int:
         """Live keys."""

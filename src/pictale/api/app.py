@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from pictale import __version__
 from pictale.api import files as files_routes
+from pictale.api.a1111 import control as a1111_control
 from pictale.api.a1111 import info as a1111_info
 from pictale.api.a1111 import routes as a1111_routes
 from pictale.api.auth import Authenticator
@@ -22,6 +23,7 @@ from pictale.api.native import characters as native_characters
 from pictale.api.native import jobs as native_jobs
 from pictale.api.native import keys as native_keys
 from pictale.api.native import story as native_story
+from pictale.api.native import webhooks as native_webhooks
 from pictale.api.openai import routes as openai_routes
 from pictale.core.config import Settings
 from pictale.service.files import FileStore
@@ -95,12 +97,14 @@ def create_app(
     app.add_middleware(JsonBodyMiddleware)
     install_error_handlers(app)
     app.include_router(a1111_routes.router)
+    app.include_router(a1111_control.router)
     app.include_router(a1111_info.router)
     app.include_router(native_avatars.router)
     app.include_router(native_characters.router)
     app.include_router(native_keys.router)
     app.include_router(native_jobs.router)
     app.include_router(native_story.router)
+    app.include_router(native_webhooks.router)
     app.include_router(files_routes.router)
     app.include_router(openai_routes.router)
     return app

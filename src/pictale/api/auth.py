@@ -1,13 +1,14 @@
 """Who is calling: API keys (`Authorization: Bearer KEY`, or HTTP Basic with the key as password, for
 clients like SillyTavern that only send Basic), `--api-auth` Basic users, or the local user in open mode.
 
-Open mode: with no API key ever created and no `--api-auth`, every request is the local user, whatever it
-sends (Open WebUI always sends an `Authorization` header, sometimes empty)."""
+Open mode: with no live API key (none made yet, or every one revoked) and no `--api-auth`, every request is
+the local user, whatever it sends (Open WebUI always sends an `Authorization` header, sometimes empty)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import secrets
 
 from fastapi import Request
@@ -24,7 +25,7 @@ class Authenticator:
 
     @property
     def enabled(self) -> bool:
-        """False in open mode: no `--api-auth` and no API key ever created (checked per request)."""
+        """False in open mode: no `--api-auth` and no live API key (checked per request)."""
         return bool(self.pairs) or (self.keys is not None and self.keys.has_keys())
 
     @property
@@ -85,3 +86,16 @@ def require_admin(request: Request) -> Principal:
     if not principal.is_admin:
         raise Forbidden("only admin API keys can manage keys")
     return principal
+
+
+def from_loopback(request: Request) -> bool:
+    """The request comes from this machine (127.0.0.0/8 or ::1; behind a local proxy, uvicorn has already
+    put the forwarded client address here)."""
+    host = request.client.host if request.client else ""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback

@@ -67,20 +67,30 @@ def create(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Make a key and print it once (only its hash is stored)."""
-    from pictale.accounts.keys import KeyStore
+    """Make a key and print it once (only its hash is stored). The first key must be an admin key: it
+    takes over the avatars, characters and books made in open mode."""
+    from pictale.accounts.lifecycle import create_key
     from pictale.core.errors import PictaleError
 
-    _, db = open_database(data_dir, database_url)
+    settings, db = open_database(data_dir, database_url)
     try:
-        record, plaintext = KeyStore(db).create(name, admin=admin)
+        new = create_key(db, name, admin=admin, basic_users=bool(settings.api_auth))
     except PictaleError as exc:
         raise fail(exc.message) from None
     finally:
         db.dispose()
+    record = new.record
     role = "admin key" if record.is_admin else "key"
     console.print(f"created {role} {record.id} ({record.name}). It is shown only now: store it somewhere safe.")
-    typer.echo(plaintext)
+    console.print(f"its webhook signing secret (also shown only now): {new.webhook_secret}")
+    if new.adopted is not None:
+        console.print(
+            f"the first key: the server now needs a key on every request, and this key owns what was made "
+            f"in open mode ({new.adopted.describe()})"
+        )
+        for item in new.adopted.kept:
+            console.print(f"  kept by the local user (name already taken): {item}")
+    typer.echo(new.key)
 
 
 @app.command("list")
@@ -88,7 +98,7 @@ def list_keys(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     """Live keys (their prefixes, never the keys)."""
     from pictale.accounts.keys import KeyStore
 
-    _, db = open_database(data_dir, database_url)
+    settings, db = open_database(data_dir, database_url)
     try:
         records = KeyStore(db).list()
     finally:
@@ -100,24 +110,71 @@ def list_keys(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
         table.add_row(r.id, r.name, r.prefix + "...", "yes" if r.is_admin else "", str(r.created))
     Console().print(table)
     if not records:
-        console.print("no keys: the server runs open (local single user) unless --api-auth is set")
+        console.print(_no_keys_mode(settings))
 
 
-@app.command("rm")
+def _no_keys_mode(settings: Any) -> str:
+    if settings.api_auth:
+        return "no live keys: only the --api-auth (PICTALE_API_AUTH) Basic users can use the server"
+    return "no live keys: the server is open (local single user: every request is accepted)"
+
+
 def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `pictale keys list`).")],
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Revoke a key at once."""
-    from pictale.accounts.keys import KeyStore
+    """Revoke a key at once. Revoking the last key reopens the server; that key's things go back to the
+    local user."""
+    from pictale.accounts.lifecycle import revoke_key
     from pictale.core.errors import PictaleError
 
-    _, db = open_database(data_dir, database_url)
+    settings, db = open_database(data_dir, database_url)
     try:
-        KeyStore(db).revoke(key_id)
+        revoked = revoke_key(db, key_id, keep_an_admin=False)
     except PictaleError as exc:
         raise fail(exc.message) from None
     finally:
         db.dispose()
     console.print(f"revoked {key_id}")
+    if revoked.reopened:
+        console.print(f"that was the last key: {_no_keys_mode(settings)}")
+        if revoked.returned is not None:
+            console.print(f"its things now belong to the local user ({revoked.returned.describe()})")
+        if not settings.api_auth:
+            console.print("anyone who can reach the server can use it now; make a key to close it again")
+
+
+app.command("revoke")(revoke)
+app.command("rm", help="The same as `revoke`.")(revoke)
+
+
+@app.command("webhook-secret")
+def webhook_secret(
+    owner: Annotated[
+        str, typer.Argument(help="Whose secret: `local` (open mode), `basic:USER`, or a key id (with --rotate).")
+    ] = "local",
+    rotate: Annotated[bool, typer.Option("--rotate", help="Make a new secret (the old one stops signing).")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print the secret that signs an owner's webhook deliveries (X-Pictale-Signature). A key's secret is
+    shown once when the key is made; here it can only be replaced (--rotate)."""
+    from pictale.accounts.keys import KeyStore
+    from pictale.core.errors import PictaleError
+    from pictale.storage.webhooks import SecretStore
+
+    _, db = open_database(data_dir, database_url)
+    try:
+        is_key = owner not in ("local",) and not owner.startswith("basic:")
+        if is_key:
+            KeyStore(db).get(owner)  # a clear error for an unknown key id
+            if not rotate:
+                raise fail(f"the webhook secret of key {owner} was shown when it was made; use --rotate for a new one")
+        secrets = SecretStore(db)
+        value = secrets.rotate(owner) if rotate else secrets.get_or_create(owner)
+    except PictaleError as exc:
+        raise fail(exc.message) from None
+    finally:
+        db.dispose()
+    typer.echo(value)

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     """How long `url` responses stay fetchable."""
     callback_timeout: float = 10.0
     callback_retries: int = 3
+    callback_allow_private: bool = False
+    """Let webhooks go to loopback, private and link-local addresses (a receiver on this machine or LAN);
+    off by default: on a shared server that would let clients make the server call its own network."""
     model_kind: str | None = None
     """Declare the loaded model few-step: "lcm", "turbo", "lightning" or "hyper" (else detected from its name)."""
     save_images: bool = False

@@ -166,3 +166,16 @@ class MalformedBody(PictaleError):
 
     status = 400
     code = "invalid_body"
+
+
+class LastAdminKey(PictaleError):
+    """Over HTTP, the last admin key cannot be revoked: nobody could manage keys afterwards."""
+
+    status = 409
+    code = "last_admin_key"
+
+
+class CallbackRefused(InvalidRequest):
+    """A `callback_url` whose host is (or resolves to) an address the server must not call."""
+
+    code = "callback_url_refused"

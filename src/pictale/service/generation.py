@@ -174,6 +174,9 @@ class GenerationService:
         spec = self.normalize(self.styles.apply(spec))
         spec, texts = self.compile(spec, owner or LOCAL_OWNER)
         key = batch_key(spec)
+        # One owner per merged batch: A1111 interrupt and skip stop a whole merged call, and one key's
+        # interrupt must never stop another key's images.
+        key = (owner, key) if key is not None else None
         job = Job(
             work=lambda job: self._generate(spec, job, texts),
             owner=owner,

@@ -20,7 +20,7 @@ from pictale import __version__
 
 log = logging.getLogger(__name__)
 
-Payload = dict[str, Any] | Callable[[], dict[str, Any]]
+Payload = bytes | dict[str, Any] | Callable[[], dict[str, Any]]
 
 
 class RetryableStatus(Exception):
@@ -55,10 +55,14 @@ class WebhookSender:
         thread.start()
         return thread
 
-    def deliver(self, url: str, payload: Payload, *, job_id: str = "") -> bool:
-        """POST `payload` as JSON with retries; True when the receiver answered 2xx/3xx. Never raises."""
+    def deliver(self, url: str, payload: Payload, *, job_id: str = "", headers: dict[str, str] | None = None) -> bool:
+        """POST `payload` (JSON bytes, or an object made JSON here) with retries; True when the receiver
+        answered 2xx/3xx. `headers` are added (e.g. the signature). Never raises."""
         try:
-            body = json.dumps(payload() if callable(payload) else payload, ensure_ascii=False).encode("utf-8")
+            if isinstance(payload, bytes):
+                body = payload
+            else:
+                body = json.dumps(payload() if callable(payload) else payload, ensure_ascii=False).encode("utf-8")
         except Exception:
             log.exception("webhook for job %s: could not build the payload", job_id)
             return False
@@ -66,7 +70,7 @@ class WebhookSender:
             "Content-Type": "application/json",
             "User-Agent": f"pictale/{__version__}",
             "X-Pictale-Job": job_id,
-        }
+        } | (headers or {})
         retrying = Retrying(
             stop=stop_after_attempt(self.retries + 1),
             wait=wait_exponential(multiplier=self.backoff, max=self.max_backoff),

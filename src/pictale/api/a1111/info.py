@@ -118,10 +118,14 @@ async def refresh_loras(request: Request) -> None:
     return None
 
 
+SERVER_PATHS = ("data_dir", "models_dir", "ckpt_dir", "lora_dir", "ckpt")
+"""cmd-flags entries that show the server's file system: null for non-admin keys."""
+
+
 @router.get("/cmd-flags")
 async def cmd_flags(request: Request) -> dict[str, Any]:
     s = service(request).settings
-    return {
+    flags = {
         "api": True,
         "nowebui": True,
         "listen": s.listen,
@@ -137,6 +141,9 @@ async def cmd_flags(request: Request) -> dict[str, Any]:
         "ckpt": s.model,
         "device": s.device,
     }
+    if not request.state.principal.is_admin:
+        flags.update(dict.fromkeys(SERVER_PATHS))
+    return flags
 
 
 @router.get("/memory")

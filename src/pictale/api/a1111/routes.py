@@ -1,14 +1,12 @@
-"""A1111 `/sdapi/v1` generation and control routes: parse the wire shape, call the service, reply."""
+"""A1111 `/sdapi/v1` generation routes: parse the wire shape, call the service, reply (control: control.py)."""
 
 from __future__ import annotations
 
 import base64
-import time
 from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 
 from pictale.api.a1111.schemas import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 from pictale.api.auth import require_auth
@@ -16,7 +14,6 @@ from pictale.api.deps import owner, service, wait_for_job
 from pictale.core.images import image_bytes, open_checked
 from pictale.core.types import GenerationSpec
 from pictale.service.generation import GenerationService
-from pictale.service.previews import request_previews
 from pictale.service.profiles import apply_profile, profile_of_request
 from pictale.service.results import GenerationResult
 from pictale.storage.infotext import parse_infotext, read_infotext
@@ -35,7 +32,7 @@ async def txt2img(request: Request, body: Txt2ImgRequest = Body(default_factory=
     spec = with_profile(svc, body.to_spec(svc.options), body.explicit())
     job = svc.submit(spec, owner=owner(request))
     result = await wait_for_job(request, job)
-    _restore_overrides(svc, body)
+    _restore_overrides(request, body)
     return _response(result, body.filled(), body.send_images is not False)
 
 
@@ -49,7 +46,7 @@ async def img2img(request: Request, body: Img2ImgRequest = Body(default_factory=
     )
     job = svc.submit(spec, owner=owner(request))
     result = await wait_for_job(request, job)
-    _restore_overrides(svc, body)
+    _restore_overrides(request, body)
     return _response(result, body.filled(), body.send_images is not False)
 
 
@@ -63,84 +60,16 @@ def with_profile(svc: GenerationService, spec: GenerationSpec, explicit: set[str
     return replace(spec, **apply_profile(fields, profile, explicit))
 
 
-def _restore_overrides(svc: GenerationService, body: Any) -> None:
-    """`override_settings_restore_afterwards: false` makes the override the new setting, as in A1111."""
-    overrides = body.override_settings or {}
-    if overrides and body.override_settings_restore_afterwards is False:
+def _restore_overrides(request: Request, body: Any) -> None:
+    """`override_settings_restore_afterwards: false` makes the override the new setting, as in A1111; only
+    for admins (server options apply to every key): for other keys the override acts on that request only."""
+    svc, overrides = service(request), body.override_settings or {}
+    if overrides and body.override_settings_restore_afterwards is False and request.state.principal.is_admin:
         kept = {k: v for k, v in overrides.items() if k != "sd_model_checkpoint"}
         svc.options.update(kept)
         if "sd_model_checkpoint" in overrides and svc.current_model is not None:
             svc.options["sd_model_checkpoint"] = svc.current_model.title
             svc.options["sd_checkpoint_hash"] = svc.current_model.sha256
-
-
-@router.get("/progress")
-async def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
-    svc = service(request)
-    job = svc.queue.current
-    if job is None or job.kind != "generate":
-        last = svc.last_job
-        p = last.progress if last else None
-        state = {
-            "skipped": False,
-            "interrupted": False,
-            "stopping_generation": False,
-            "job": "",
-            "job_count": 0,
-            "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(last.created)) if last else "0",
-            "job_no": p.batch_no if p else 0,
-            "sampling_step": p.step if p else 0,
-            "sampling_steps": p.total if p else 0,
-        }
-        return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None}
-    p = job.progress
-    state = {
-        "skipped": job.skipped,
-        "interrupted": job.interrupted,
-        "stopping_generation": False,
-        "job": f"Batch {p.batch_no + 1} out of {p.batch_count}",
-        "job_count": p.batch_count,
-        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.created)),
-        "job_no": p.batch_no,
-        "sampling_step": p.step,
-        "sampling_steps": p.total,
-    }
-    if not skip_current_image:
-        request_previews(job)  # someone watches: the job makes live previews from now on
-    return {
-        "progress": p.fraction,
-        "eta_relative": job.eta,
-        "state": state,
-        "current_image": None if skip_current_image else job.preview,
-        "textinfo": None,
-    }
-
-
-@router.post("/interrupt")
-async def interrupt(request: Request) -> dict[str, Any]:
-    job = service(request).queue.current
-    if job is not None and job.kind == "generate":
-        job.interrupt()
-    return {}
-
-
-@router.post("/skip")
-async def skip(request: Request) -> None:
-    job = service(request).queue.current
-    if job is not None and job.kind == "generate":
-        job.skip()
-    return None
-
-
-@router.get("/options")
-async def get_options(request: Request) -> dict[str, Any]:
-    return dict(service(request).options)
-
-
-@router.post("/options")
-async def set_options(request: Request, body: dict[str, Any] = Body(default_factory=dict)) -> None:
-    await run_in_threadpool(service(request).set_options, body)
-    return None
 
 
 @router.post("/png-info")

@@ -20,13 +20,13 @@ from pictale.api.auth import require_auth
 from pictale.api.deps import service
 from pictale.api.native.job_schemas import JobRequest
 from pictale.api.native.job_views import is_settled, job_json, job_state
+from pictale.api.native.webhooks import outbox
 from pictale.core.errors import InvalidRequest, JobNotFound
 from pictale.core.types import Principal
 from pictale.jobs.events import TERMINAL, JobEvent
 from pictale.jobs.queue import Job, JobState
 from pictale.service.files import FileStore
 from pictale.service.profiles import profile_of_request
-from pictale.service.webhooks import WebhookSender
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Caller = Annotated[Principal, Depends(require_auth)]
@@ -68,16 +68,6 @@ def _base_url(request: Request) -> str:
     return str(request.base_url)
 
 
-def webhooks(request: Request) -> WebhookSender:
-    """The app's webhook sender (tests may put their own on `app.state.webhooks`)."""
-    sender = getattr(request.app.state, "webhooks", None)
-    if sender is None:
-        settings = service(request).settings
-        sender = WebhookSender(settings.callback_timeout, settings.callback_retries)
-        request.app.state.webhooks = sender
-    return sender
-
-
 @router.post("/jobs", status_code=202)
 def create_job(request: Request, caller: Caller, body: JobRequest) -> JSONResponse:
     """Queue a generation and answer at once with the job (state "queued"); follow it by GET, SSE or webhook."""
@@ -90,6 +80,8 @@ def create_job(request: Request, caller: Caller, body: JobRequest) -> JSONRespon
         max_pixels=svc.settings.max_image_pixels,
         max_images=svc.settings.max_upload_images,
     )
+    if body.callback_url:
+        outbox(request).check(body.callback_url)  # refused before anything is queued
     base_url, files = _base_url(request), _files(request)
     meta = {
         "api": "jobs",
@@ -104,10 +96,10 @@ def create_job(request: Request, caller: Caller, body: JobRequest) -> JSONRespon
     except InvalidRequest as exc:
         exc.param = _PARAMS.get(exc.param or "", exc.param)
         raise
+    accepted = _accepted(job, files, base_url)
     if body.callback_url:
-        sender, url = webhooks(request), body.callback_url
-        job.future.add_done_callback(lambda _: sender.send(url, lambda: job_json(job, files, base_url), job_id=job.id))
-    return JSONResponse(_accepted(job, files, base_url), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+        outbox(request).watch(job, caller.id, body.callback_url, accepted, lambda: job_json(job, files, base_url))
+    return JSONResponse(accepted, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 def _accepted(job: Job, files: FileStore, base_url: str) -> dict[str, Any]:
