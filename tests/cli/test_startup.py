@@ -65,6 +65,15 @@ def test_bad_settings_are_one_line_naming_the_variable_or_flag(tmp_path):
         ], command
 
 
+def test_missing_input_files_are_one_line(tmp_path):
+    r = pictale("book", tmp_path / "story.txt", "--data-dir", tmp_path)
+    assert r.returncode == 2
+    assert lines(r) == [f"error: cannot read the story {tmp_path / 'story.txt'}: No such file or directory"]
+    r = pictale("avatars", "add", "face", "lucy", tmp_path / "lucy.jpg", "--data-dir", tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr  # (its console wraps a long path at 80 columns)
+    assert " ".join(r.stderr.split()) == f"error: no such file: {tmp_path / 'lucy.jpg'}"
+
+
 def test_port_in_use_is_one_line_and_no_banner(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -125,3 +134,19 @@ def test_debug_log_level_keeps_library_logs(tmp_path):
     out = r.stdout + r.stderr
     assert "INFO alembic" in out and "Traceback" in out  # the libraries' lines and the traceback, for a bug report
     assert out.rstrip().endswith(f"error: model '{tmp_path / 'nope'}' not found; known models: []")
+
+
+def test_debug_after_the_default_turns_the_library_switches_back(monkeypatch):
+    from pictale.cli import output
+
+    for name in output._QUIET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(output, "_SET_BY_US", set())
+    output.configure_logging("info")  # the `pictale` callback, before `serve --log-level debug` is read
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and os.environ["TRANSFORMERS_VERBOSITY"] == "error"
+    output.configure_logging("debug")
+    assert not any(name in os.environ for name in output._QUIET_ENV)
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # a user's own choice is left alone either way
+    output.configure_logging("info")
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "info"
+    output.configure_logging("warning")

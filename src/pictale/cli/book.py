@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pictale.cli.output import console
+from pictale.cli.output import console, fail
 
 
 def book(
@@ -52,7 +52,7 @@ def book(
     from pictale.story.setup import make_book_runner
 
     if output.suffix.lower() not in (".pdf", ".html", ".htm"):
-        raise typer.BadParameter(f"-o must end in .pdf or .html, got {output.name!r}")
+        fail(f"-o must end in .pdf or .html, got {output.name!r}")
     text = _read_story(story) if story is not None else None
     try:
         request = BookRequest(
@@ -148,7 +148,7 @@ def _read_story(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise typer.BadParameter(f"cannot read the story {path}: {exc.strerror}") from None
+        fail(f"cannot read the story {path}: {exc.strerror}")
 
 
 def _owner(stores: Any, key: str | None) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 console = Console(stderr=True)
@@ -22,26 +24,43 @@ _QUIET_ENV = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "DIFFUSERS_VERBOSITY": "error",
 }
+_SET_BY_US: set[str] = set()
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` as one line on stderr and exit with `code`."""
-    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record comes (a test runner may swap it between commands)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def configure_logging(level: str = "info") -> None:
     """pictale's own lines at `level`; other libraries' INFO, progress bars and warnings only with "debug"."""
     level = level.lower()
     debug = level == "debug"
-    if not debug:
-        for name, value in _QUIET_ENV.items():
-            os.environ.setdefault(name, value)
+    for name, value in _QUIET_ENV.items():
+        if not debug and name not in os.environ:
+            os.environ[name] = value
+            _SET_BY_US.add(name)
+        elif debug and name in _SET_BY_US:  # `pictale serve --log-level debug`: the callback had set it
+            os.environ.pop(name, None)
+            _SET_BY_US.discard(name)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_pictale", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler._pictale = True  # type: ignore[attr-defined]
     root.addHandler(handler)
