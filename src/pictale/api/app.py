@@ -17,6 +17,7 @@ from pictale.api.a1111 import info as a1111_info
 from pictale.api.a1111 import routes as a1111_routes
 from pictale.api.auth import Authenticator
 from pictale.api.body import JsonBodyMiddleware
+from pictale.api.docs import install_docs
 from pictale.api.errors import install_error_handlers
 from pictale.api.native import avatars as native_avatars
 from pictale.api.native import characters as native_characters
@@ -56,11 +57,10 @@ def create_app(
         if removed:
             log.info("removed %d unreferenced avatar blobs", len(removed))
         await run_in_threadpool(app.state.files.purge)
-        log.info("auth: %s", await run_in_threadpool(app.state.auth.describe))
         entry = await run_in_threadpool(svc.start)
         for note in svc.startup_notes:
             log.warning(note)
-        log.info("serving %s", entry.title)
+        log.info("serving %s; auth: %s", entry.title, await run_in_threadpool(app.state.auth.describe))
         await run_in_threadpool(collect_book_images, books)
         resumed = books.resume_all()  # books a stopped server left unfinished go on
         if resumed:
@@ -74,7 +74,9 @@ def create_app(
             await run_in_threadpool(svc.stop)
             stores.close()
 
-    app = FastAPI(title="pictale", version=__version__, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their assets from CDNs; install_docs serves them from pictale
+    app = FastAPI(title="pictale", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs(app)
     app.state.settings = settings
     app.state.service = svc
     app.state.db = stores.db

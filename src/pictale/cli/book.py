@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from pictale.cli.output import console, fail
 
 
 def book(
@@ -49,10 +48,11 @@ def book(
     from pictale.service.generation import GenerationService
     from pictale.service.profiles import profile_of_request
     from pictale.service.stores import open_stores
+    from pictale.storage.userfiles import write_atomically
     from pictale.story.setup import make_book_runner
 
     if output.suffix.lower() not in (".pdf", ".html", ".htm"):
-        raise typer.BadParameter(f"-o must end in .pdf or .html, got {output.name!r}")
+        fail(f"-o must end in .pdf or .html, got {output.name!r}")
     text = _read_story(story) if story is not None else None
     try:
         request = BookRequest(
@@ -102,7 +102,7 @@ def book(
             console.print(f"[red]error:[/red] the book {final['state']}: {final['error'] or ''}")
             raise typer.Exit(1)
         data = runner.export(owner, book_id, "pdf" if output.suffix.lower() == ".pdf" else "html", scores=scores)
-        _write(output, data)
+        write_atomically(output, data)
     except PictaleError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from None
@@ -115,11 +115,13 @@ def book(
 
 def _follow(runner: Any, owner: str, book_id: str, req: dict) -> None:
     """A bar per page (candidates scored of N) until the book's run ends."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from pictale.cli.output import progress
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     tasks: dict[int, Any] = {}
-    with Progress(*columns, console=console) as bar:
+    with progress(*columns) as bar:
         while True:
             view = runner.get(owner, book_id)
             for page in view.get("pages", []):
@@ -138,22 +140,6 @@ def _follow(runner: Any, owner: str, book_id: str, req: dict) -> None:
             time.sleep(0.05)
 
 
-def _write(output: Path, data: bytes) -> None:
-    """Atomic write of the exported bytes (temp file + rename in the same folder)."""
-    import os
-    import tempfile
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}-", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _read_story(path: Path) -> str:
     import sys
 
@@ -162,7 +148,7 @@ def _read_story(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise typer.BadParameter(f"cannot read the story {path}: {exc.strerror}") from None
+        fail(f"cannot read the story {path}: {exc.strerror}")
 
 
 def _owner(stores: Any, key: str | None) -> str:

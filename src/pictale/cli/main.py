@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from concurrent import futures
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 
 from pictale.cli import avatars as avatars_cmd
@@ -17,31 +15,55 @@ from pictale.cli import book as book_cmd
 from pictale.cli import characters as characters_cmd
 from pictale.cli import keys as keys_cmd
 from pictale.cli import models as models_cmd
+from pictale.cli.output import LOG_LEVELS, OneLineErrors, configure_logging, console, fail, progress, settings_error
 
-app = typer.Typer(help="pictale: a local-first image-generation server for stories.", no_args_is_help=True)
+app = typer.Typer(
+    help="pictale: a local-first image-generation server for stories.", no_args_is_help=True, cls=OneLineErrors
+)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(avatars_cmd.app, name="avatars")
 app.add_typer(characters_cmd.app, name="characters")
 app.command("book")(book_cmd.book)
-console = Console(stderr=True)
 
 DataDir = Annotated[Path | None, typer.Option(help="Data dir (models, outputs, database).", envvar=None)]
 DatabaseUrlOpt = Annotated[
     str | None, typer.Option(help="SQLAlchemy URL (default sqlite in the data dir); postgresql://... works.")
 ]
 ModelOpt = Annotated[str | None, typer.Option(help='Checkpoint: path, hub id, name in the models dir, or "tiny".')]
+LogLevelOpt = Annotated[
+    str | None,
+    typer.Option(help="debug, info (default), warning, error; debug also shows libraries' logs and progress bars."),
+]
+
+
+@app.callback()
+def _configure(
+    log_level: Annotated[
+        str, typer.Option(envvar="PICTALE_LOG_LEVEL", help="debug, info, warning, error (default info).")
+    ] = "info",
+) -> None:
+    """pictale: a local-first image-generation server for stories."""
+    if log_level.lower() not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    configure_logging(log_level)
 
 
 def make_settings(**flags: Any):
-    """CLI flags over PICTALE_* environment variables over defaults."""
+    """CLI flags over PICTALE_* environment variables over defaults; a bad value is one line and exit 2."""
+    from pydantic import ValidationError
+
     from pictale.core.config import Settings
 
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        fail(settings_error(exc, flags))
 
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     model: ModelOpt = None,
     data_dir: DataDir = None,
     models_dir: Annotated[Path | None, typer.Option(help="Models dir (default DATA_DIR/models).")] = None,
@@ -66,11 +88,11 @@ def serve(
     llm_api_key: Annotated[str | None, typer.Option(help="The LLM's API key, if it needs one.")] = None,
     clip_model: Annotated[str | None, typer.Option(help='CLIP scorer of book pages: path, hub id or "tiny".')] = None,
     t5_max_tokens: Annotated[int | None, typer.Option(help="T5 prompt limit of SD3 models (256; up to 512).")] = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
-    import uvicorn
-
     from pictale.api.app import create_app
+    from pictale.cli import serving
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     settings = make_settings(
@@ -95,14 +117,17 @@ def serve(
         llm_api_key=llm_api_key,
         clip_model=clip_model,
         t5_max_tokens=t5_max_tokens,
+        # `pictale --log-level X serve` (or PICTALE_LOG_LEVEL) when serve's own flag is not given
+        log_level=log_level or ctx.find_root().params.get("log_level"),
     )
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
 
-    def banner(svc) -> None:
+    def banner(web_app: Any, port: int) -> None:
+        svc = web_app.state.service
         entry = svc.current_model
         lines = [f"model: [bold]{entry.title if entry else '?'}[/bold] ({entry.source if entry else ''})"]
         lines.append(f"data dir: {settings.data_dir}")
-        lines.append(f"A1111 API: http://{settings.bind_host}:{settings.port}/sdapi/v1")
+        lines.append(f"A1111 API: http://{settings.bind_host}:{port}/sdapi/v1  (API docs: /docs)")
         lines.append(f"auth: {web_app.state.auth.describe()}")
         llm = settings.llm_base_url or "none (keyword prompts; set --llm-base-url)"
         lines.append(f"story LLM: {llm}")
@@ -112,13 +137,8 @@ def serve(
             style = "red"
         console.print(Panel("\n".join(lines), title="pictale", border_style=style))
 
-    web_app = create_app(settings, on_started=banner)
-    uvicorn.run(
-        web_app,
-        host=settings.bind_host,
-        port=settings.port,
-        log_level="info",
-        timeout_keep_alive=30,
+    serving.run(
+        lambda: create_app(settings), settings.bind_host, settings.port, log_level=settings.log_level, on_started=banner
     )
 
 
@@ -139,17 +159,18 @@ def generate(
     key: Annotated[str | None, typer.Option(help="Use this API key's avatars (default: the local user's).")] = None,
 ) -> None:
     """Generate images locally (no server) with a progress bar per step; avatar tokens work in the prompt."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from pictale.core.errors import PictaleError
     from pictale.core.images import parse_size
     from pictale.core.samplers import resolve_sampler
     from pictale.core.types import GenerationSpec
     from pictale.service.generation import GenerationService
+    from pictale.storage.userfiles import write_atomically
 
     parsed = parse_size(size)
     if parsed is None:
-        raise typer.BadParameter(f"--size must look like 512x768, got {size!r}")
+        fail(f"--size must look like 512x768, got {size!r}")
     width, height = parsed
     from pictale.service.stores import open_stores
 
@@ -159,8 +180,8 @@ def generate(
     if key:
         principal = stores.keys.verify(key)
         if principal is None:
-            console.print("[red]error:[/red] --key is not a valid API key")
-            raise typer.Exit(2)
+            stores.close()
+            fail("--key is not a valid API key")
         owner = principal.id
     svc = GenerationService(settings)
     svc.avatars = stores.avatars
@@ -186,7 +207,7 @@ def generate(
         )
         job = svc.submit(spec, owner=owner)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console) as bar:
+        with progress(*columns) as bar:
             task = bar.add_task("image 1", total=steps)
             while not job.future.done():
                 p = job.progress
@@ -194,8 +215,7 @@ def generate(
                 futures.wait([job.future], timeout=0.1)
             result = job.future.result()
     except PictaleError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
+        fail(exc.message)
     finally:
         svc.stop()
         stores.close()
@@ -203,7 +223,7 @@ def generate(
     start = len(list(output.glob("*.png")))
     for i, (data, s) in enumerate(zip(result.images, result.seeds, strict=True)):
         path = output / f"{start + i:05d}-{s}.png"
-        path.write_bytes(data)
+        write_atomically(path, data)
         typer.echo(str(path))
 
 

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     """Declare the loaded model few-step: "lcm", "turbo", "lightning" or "hyper" (else detected from its name)."""
     save_images: bool = False
     offline: bool = False
+    log_level: str = "info"
+    """debug, info, warning or error: pictale's own log lines; debug adds the libraries' logs and progress bars."""
 
     # -- T5 family (SD3) ---------------------------------------------------------------------------
     t5_max_tokens: int = 256
@@ -92,6 +94,13 @@ class Settings(BaseSettings):
         if not 0 <= v <= 65535:
             raise ValueError("port must be between 0 and 65535")
         return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("log level must be one of debug, info, warning, error")
+        return v.lower()
 
     @field_validator("t5_max_tokens")
     @classmethod

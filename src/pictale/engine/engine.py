@@ -35,6 +35,7 @@ from pictale.engine.runtime import (
     img2img_steps,
     pick_device,
     pick_dtype,
+    quiet_loading_bars,
     uses_cfg,
     variation_latents,
 )
@@ -60,6 +61,7 @@ class Engine:
         controlnet_path: Path | None = None,
         t5_max_tokens: int = t5_family.DEFAULT_T5_TOKENS,
     ) -> None:
+        quiet_loading_bars()
         self.device = pick_device(device)
         self.t5_max_tokens = t5_max_tokens  # T5 family prompt limit (Settings.t5_max_tokens)
         self.dtype = pick_dtype(dtype, self.device)

@@ -11,6 +11,16 @@ from typing import Any
 import torch
 
 
+def quiet_loading_bars() -> None:
+    """diffusers' "Loading pipeline components" bar has no environment switch of its own: it follows the hub's
+    HF_HUB_DISABLE_PROGRESS_BARS, which the CLI sets unless --log-level debug."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    if are_progress_bars_disabled():
+        diffusers_logging.disable_progress_bar()
+
+
 def pick_device(setting: str) -> str:
     if setting != "auto":
         return setting

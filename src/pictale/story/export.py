@@ -7,9 +7,7 @@ import functools
 import html
 import io
 import logging
-import os
 import re
-import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from fpdf import FPDF
 from PIL import Image, UnidentifiedImageError
 
 from pictale.core.errors import InvalidImage, InvalidRequest
+from pictale.storage.userfiles import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -337,22 +336,6 @@ def render_pdf(book: ExportBook) -> bytes:
 # ----------------------------------------------------------------------------------------------- files
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    # A reader (or a crash) never sees a half-written book: write a sibling temp file, then rename over.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & umask, like a plain open()
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_book(book: ExportBook, path: Path) -> Path:
     """Write the book as PDF or HTML, chosen by the suffix of `path` (.pdf, .html, .htm); returns `path`."""
     path = Path(path)
@@ -366,5 +349,5 @@ def write_book(book: ExportBook, path: Path) -> Path:
         raise InvalidRequest(
             f"cannot export a book to {shown} ({path.name}): use one of {', '.join(SUFFIXES)}", param="path"
         )
-    _write_atomically(path, data)
+    write_atomically(path, data)
     return path
