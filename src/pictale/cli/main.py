@@ -77,6 +77,12 @@ def serve(
     max_width: Annotated[int | None, typer.Option(help="Largest width accepted (422 above).")] = None,
     max_height: Annotated[int | None, typer.Option(help="Largest height accepted (422 above).")] = None,
     queue_size: Annotated[int | None, typer.Option(help="Jobs that may wait; more get 429.")] = None,
+    max_prompt_chars: Annotated[
+        int | None, typer.Option(help="Longest prompt or negative prompt in characters (422 above).")
+    ] = None,
+    max_image_pixels: Annotated[
+        int | None, typer.Option(help="Largest image (width x height) any route decodes (4xx above).")
+    ] = None,
     database_url: DatabaseUrlOpt = None,
     max_lora_mb: Annotated[int | None, typer.Option(help="Largest LoRA/embedding upload in MB.")] = None,
     compat: Annotated[str | None, typer.Option(help="blockentropy: OpenAI routes take its quirks (n = seed).")] = None,
@@ -109,6 +115,8 @@ def serve(
         max_width=max_width,
         max_height=max_height,
         queue_size=queue_size,
+        max_prompt_chars=max_prompt_chars,
+        max_image_pixels=max_image_pixels,
         database_url=database_url,
         max_lora_mb=max_lora_mb,
         compat=compat,

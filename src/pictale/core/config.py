@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     clip_model: str | None = None
     """CLIP model that scores book pages (local path or hub id; default MODELS_DIR/CLIP, "tiny" for tests)."""
 
+    @field_validator("max_prompt_chars", "max_image_pixels", "max_width", "max_height", "queue_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
     @field_validator("port")
     @classmethod
     def _port_range(cls, v: int) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pictale.core.errors import JobCancelled, QueueFull
+from pictale.core.errors import JobCancelled, PictaleError, QueueFull
 from pictale.jobs.events import EventLog
 
 __all__ = ["Batchable", "Job", "JobQueue", "JobState", "Progress", "QueueFull", "Regroup"]
@@ -397,7 +397,9 @@ class JobQueue:
         except Regroup:
             raise
         except BaseException as exc:  # the worker must survive any job's failure
-            if not isinstance(exc, JobCancelled):
+            if isinstance(exc, PictaleError) and exc.status < 500:
+                log.warning("job %s refused: %s", job.id, exc.message)  # the client's error: no traceback
+            elif not isinstance(exc, JobCancelled):
                 log.exception("job %s failed", job.id)
             outcome = exc
         job._end(outcome)
