@@ -55,8 +55,9 @@ def create_app(
         await run_in_threadpool(app.state.files.purge)
         log.info("auth: %s", await run_in_threadpool(app.state.auth.describe))
         entry = await run_in_threadpool(svc.start)
-        for note in svc.startup_notes:
-            log.warning(note)
+        if on_started is None:  # `pictale serve` shows the notes in its banner: once, not twice
+            for note in svc.startup_notes:
+                log.warning(note)
         log.info("serving %s", entry.title)
         await run_in_threadpool(collect_book_images, books)
         resumed = books.resume_all()  # books a stopped server left unfinished go on

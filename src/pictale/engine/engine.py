@@ -25,6 +25,8 @@ from pictale.engine.batching import (
     split_batch,
     steady_vae_layout,
 )
+from pictale.engine.checks.adapter_fit import check_adapter_fit, unet_dims
+from pictale.engine.demo.layout import adapter_roots
 from pictale.engine.family_support import T5_FAMILIES
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
@@ -74,6 +76,8 @@ class Engine:
         self._adapters = AvatarAdapters(
             ip_adapter_path=ip_adapter_path, controlnet_path=controlnet_path, device=self.device, dtype=self.dtype
         )
+        self._adapter_paths = (ip_adapter_path, controlnet_path)
+        """The user's adapter folders; the demo model uses its own (`demo.layout.adapter_roots`)."""
         self._job = JobAdapters()
 
     # -- model lifecycle -------------------------------------------------------------------------
@@ -83,8 +87,22 @@ class Engine:
         return self._pipe is not None
 
     def load(self, entry: ModelEntry) -> None:
-        """Load `entry`, freeing the previous checkpoint first so two never sit in memory together."""
+        """Load `entry`, freeing the previous checkpoint first so two never sit in memory together.
+
+        When `entry` cannot be loaded, the previous checkpoint is loaded again (it keeps serving) and the error
+        names the file and the reason.
+        """
+        previous = self.entry
         self.unload()
+        try:
+            self._load(entry)
+        except Exception:
+            if previous is not None:
+                log.warning("could not load %s; loading %s again", entry.title, previous.title)
+                self._load(previous)
+            raise
+
+    def _load(self, entry: ModelEntry) -> None:
         pipe = models.load_pipeline(entry, device=self.device, dtype=self.dtype)
         pipe.set_progress_bar_config(disable=True)
         steady_vae_layout(pipe.vae)
@@ -95,7 +113,17 @@ class Engine:
         family = models.pipeline_family(pipe)
         self.family = family if family in ("sd3", "sdxl") else entry.family or "sd15"
         self._tiling = False
+        unet = getattr(pipe, "unet", None)
+        dims = unet_dims(unet, entry.model_name, self.family) if unet is not None else None
+        self._adapters.use(*adapter_roots(entry, *self._adapter_paths), dims)
         log.info("loaded %s (%s) on %s/%s", entry.title, self.family, self.device, self.dtype)
+
+    def check_adapter_fit(self, avatars) -> None:
+        """422 naming the file and the model when an avatar's adapter does not fit the loaded model (no torch
+        work: safe from a request thread before the job is queued)."""
+        adapters = self._adapters
+        if adapters.dims is not None:
+            check_adapter_fit(avatars, adapters.dims, adapters.ip.root, adapters.controlnet_path)
 
     def unload(self) -> None:
         self._variants.clear()

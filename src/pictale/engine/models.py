@@ -25,6 +25,7 @@ from typing import Any
 
 from pictale.core.errors import ModelLoadError, ModelNotFound, PictaleError, UnsafeModelFile
 from pictale.core.types import ModelEntry
+from pictale.engine.demo.layout import DEMO_NAME, DEMO_SOURCE
 from pictale.engine.hashes import HashCache
 
 logger = logging.getLogger(__name__)
@@ -228,6 +229,23 @@ def _entry_for_path(path: Path) -> ModelEntry:
     return entry
 
 
+def demo_entry(demo_dir: Path, models_dir: Path | None = None) -> ModelEntry:
+    """The demo model's entry (written on first use), named for what it is: random weights that draw noise.
+
+    Demo files an earlier version left in `models_dir` are removed from there once the demo dir is complete.
+    """
+    from pictale.engine.demo.layout import migrate_legacy_demo
+    from pictale.engine.tiny import ensure_tiny_model
+
+    folder = ensure_tiny_model(demo_dir)
+    if models_dir is not None:
+        migrate_legacy_demo(Path(models_dir), Path(demo_dir))
+    cache = HashCache(Path(demo_dir))
+    sha = cache.sha256(_unet_weights(folder))
+    cache.save()
+    return ModelEntry(f"{DEMO_NAME} [{sha[:10]}]", DEMO_NAME, str(folder.absolute()), DEMO_SOURCE, "sd15", sha)
+
+
 def _match(spec: str, entries: list[ModelEntry]) -> ModelEntry | None:
     """A1111's lookup order: title, model name, file name, hash, then the shortest title containing spec."""
     tests = (
@@ -243,20 +261,17 @@ def _match(spec: str, entries: list[ModelEntry]) -> ModelEntry | None:
     return found[0] if found else None
 
 
-def resolve_model(spec: str, models_dir: Path) -> ModelEntry:
-    """Turn "tiny", a path, a title/name in `models_dir/Stable-diffusion` or a hub id into a ModelEntry."""
+def resolve_model(spec: str, models_dir: Path, demo_dir: Path | None = None) -> ModelEntry:
+    """Turn "tiny", a path, a title/name in `models_dir/Stable-diffusion` or a hub id into a ModelEntry.
+
+    "tiny" is the demo model, written on first use in `demo_dir` (default: `demo/` beside `models_dir`).
+    """
     spec = spec.strip()
     if not spec:
         raise ModelNotFound("no model named: empty model name")
     checkpoint_dir = Path(models_dir) / CHECKPOINT_SUBDIR
-    if spec.lower() == "tiny":
-        from pictale.engine.tiny import ensure_tiny_model
-
-        folder = ensure_tiny_model(Path(models_dir))
-        cache = HashCache(checkpoint_dir)
-        entry = _entry(folder, folder.name, cache)
-        cache.save()
-        return ModelEntry(entry.title, entry.model_name, entry.filename, "tiny", entry.family, entry.sha256)
+    if spec.lower() == "tiny" or spec == DEMO_NAME or spec.startswith(DEMO_NAME + " ["):
+        return demo_entry(Path(demo_dir) if demo_dir is not None else Path(models_dir).parent / "demo", models_dir)
     _pickle_guard(spec)
     path = Path(spec).expanduser()
     if path.is_absolute():

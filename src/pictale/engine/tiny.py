@@ -42,7 +42,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from pictale.engine.clip_tokenizer import EOS, clip_vocab, train_tiny_merges
 from pictale.engine.configs import packaged_config_dir
-from pictale.engine.models import CHECKPOINT_SUBDIR, CONFIG_DIR_SUFFIX
+from pictale.engine.demo.layout import DEMO_FOLDER
+from pictale.engine.models import CONFIG_DIR_SUFFIX
 from pictale.engine.singlefile import pipeline_to_ldm
 from pictale.engine.tiny_adapters import write_tiny_adapters
 
@@ -244,19 +245,20 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
     return paths
 
 
-def ensure_tiny_model(models_dir: Path) -> Path:
-    """The offline demo model `models_dir/Stable-diffusion/tiny-sd15`, and its adapters, written on first use.
+def ensure_tiny_model(demo_dir: Path) -> Path:
+    """The offline demo model `demo_dir/tiny-sd15`, and its adapters beside it, written on first use.
 
-    The adapters go where the server looks for them: `IP-Adapter/`, `ControlNet/`, `Lora/`, `embeddings/`.
+    `demo_dir` is `DATA_DIR/demo/`, apart from the user's model folders (see `engine.demo.layout`): the demo's
+    IP-Adapter/, ControlNet/, Lora/ and embeddings/ are used only while the demo model is loaded.
     """
-    models_dir = Path(models_dir)
-    folder = models_dir / CHECKPOINT_SUBDIR / TINY_SD15_NAME
+    demo_dir = Path(demo_dir)
+    folder = demo_dir / DEMO_FOLDER
     have_model = (folder / "model_index.json").is_file() and any((folder / "unet").glob("*.safetensors"))
-    have_adapters = (models_dir / "embeddings" / "tiny_ti.safetensors").is_file()  # written last
+    have_adapters = (demo_dir / "embeddings" / "tiny_ti.safetensors").is_file()  # written last
     if have_model and have_adapters:
         return folder
     pipe = build_tiny_sd15()
     if not have_model:
         _save_folder(pipe, folder)
-    write_tiny_adapters(models_dir, {"sd15": pipe})
+    write_tiny_adapters(demo_dir, {"sd15": pipe})
     return folder

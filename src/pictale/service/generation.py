@@ -13,6 +13,7 @@ from pictale.core.images import (
     overlay_result,
 )
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
+from pictale.engine.demo.layout import DEMO_NAME
 from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
 from pictale.service.avatars import OwnerResolver, avatar_infotext
@@ -76,6 +77,7 @@ class GenerationService:
     def start(self) -> ModelEntry:
         """Scan models, pick the start-up model (falling back to the tiny demo) and load it."""
         self.queue.start()
+        self.catalog.migrate_legacy_demo()
         self.catalog.refresh()
         entry = self._startup_entry()
         self.switch_model(entry.title)
@@ -87,25 +89,21 @@ class GenerationService:
         self.queue.stop()
 
     def _startup_entry(self) -> ModelEntry:
+        """The configured model; else the first checkpoint found, whatever its name; else the tiny demo."""
         wanted = self.settings.model
-        if wanted and wanted != "tiny":
+        if wanted and wanted.strip().lower() != "tiny":
             return self.catalog.find(wanted)
-        real = [e for e in self.catalog.entries if "tiny" not in e.model_name]
-        if real and not wanted:
-            return real[0]
-        from pictale.engine import models
-
-        entry = models.resolve_model("tiny", self.settings.models_path)
+        if self.catalog.entries and not wanted:
+            return self.catalog.entries[0]
+        entry = self.catalog.demo()
         if not wanted:
             self.startup_notes.append(
-                "NO MODEL FOUND: serving the tiny demo model (random weights, it draws noise). Looked for "
-                f"--model / PICTALE_MODEL and for checkpoints in {self.settings.checkpoints_path}. "
+                f"NO MODEL FOUND: serving the tiny demo model {DEMO_NAME!r} (random weights, it draws noise). "
+                f"Looked for --model / PICTALE_MODEL and for checkpoints in {self.settings.checkpoints_path}. "
                 "Add a real "
                 "model: drop a .safetensors checkpoint or a diffusers folder there, or run "
                 "`pictale models pull HUB_ID`, or start with `--model PATH_OR_HUB_ID`."
             )
-        self.catalog.refresh()
-        self.catalog.remember(entry)
         return entry
 
     # -- models ----------------------------------------------------------------------------------

@@ -25,6 +25,22 @@ class ModelCatalog:
     def directory(self) -> Path:
         return self.settings.checkpoints_path
 
+    def migrate_legacy_demo(self) -> None:
+        """Data dirs of earlier versions keep the demo among the checkpoints and its adapters in the user's
+        folders: move it to the demo dir before the first scan, so it is never listed or served as a checkpoint."""
+        from pictale.engine import models
+
+        if (self.directory / "tiny-sd15" / "model_index.json").is_file():
+            models.demo_entry(self.settings.demo_path, self.settings.models_path)
+
+    def demo(self) -> ModelEntry:
+        """The demo model (written on first use in `DATA_DIR/demo/`), remembered so lists show it."""
+        from pictale.engine import models
+
+        entry = models.demo_entry(self.settings.demo_path, self.settings.models_path)
+        self.remember(entry)
+        return entry
+
     def refresh(self) -> list[ModelEntry]:
         from pictale.engine import models  # lazy: the ML stack stays out of API import time
 
@@ -58,7 +74,7 @@ class ModelCatalog:
         from pictale.engine import models
 
         try:
-            entry = models.resolve_model(wanted, self.settings.models_path)
+            entry = models.resolve_model(wanted, self.settings.models_path, self.settings.demo_path)
         except ModelNotFound:
             raise ModelNotFound(
                 f"model {wanted!r} not found; known models: {[e.title for e in self.entries]}", param="model"
