@@ -118,8 +118,11 @@ def _scheduler_config(family: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def build_tiny_sd15(seed: int = TINY_SEED) -> StableDiffusionPipeline:
-    """An SD 1.5-shaped pipeline (CLIP-L-like text encoder, 4-channel UNet) with seeded random weights."""
+def build_tiny_sd15(seed: int = TINY_SEED, *, text_width: int = 32) -> StableDiffusionPipeline:
+    """An SD 1.5-shaped pipeline (CLIP-L-like text encoder, 4-channel UNet) with seeded random weights.
+
+    `text_width` (the text encoder's width, the UNet's cross-attention width) makes an SD 1.5 of other shapes
+    than the demo's: what a real SD 1.5 is to the demo's adapters, in tests."""
     tokenizer = tiny_tokenizer()
     unet = _seeded(
         seed,
@@ -132,13 +135,13 @@ def build_tiny_sd15(seed: int = TINY_SEED) -> StableDiffusionPipeline:
             norm_num_groups=32,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
+            cross_attention_dim=text_width,
             attention_head_dim=4,
         ),
     )
     return StableDiffusionPipeline(
         vae=_vae(seed + 1, 0.18215),
-        text_encoder=_text_encoder(tokenizer, seed + 2, hidden=32, act="quick_gelu", with_projection=False),
+        text_encoder=_text_encoder(tokenizer, seed + 2, hidden=text_width, act="quick_gelu", with_projection=False),
         tokenizer=tokenizer,
         unet=unet,
         scheduler=PNDMScheduler.from_config(_scheduler_config("sd15")),

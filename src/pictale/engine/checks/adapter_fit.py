@@ -22,7 +22,9 @@ from pictale.engine.family_support import IP_KINDS, T5_FAMILIES, applied, family
 from pictale.engine.models import read_safetensors_header
 
 TINY_WIDTH = 64
-"""Cross-attention widths up to this are pictale's tiny test/demo models (real ones start at 768)."""
+"""Cross-attention widths up to this are pictale's tiny test/demo models."""
+REAL_WIDTH = 768
+"""Real models start here (SD 1.5: 768, SD 2: 1024, SDXL: 2048)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def controlnet_folder(root: Path, family: str) -> Path:
 
 
 def _tiny_note(width: int | None, dims: ModelDims) -> str:
-    if width is not None and width <= TINY_WIDTH < dims.cross_attention_dim:
+    if width is not None and width <= TINY_WIDTH and dims.cross_attention_dim >= REAL_WIDTH:
         return " (it is one of pictale's tiny test/demo adapters: it fits only the tiny demo model)"
     return ""
 
