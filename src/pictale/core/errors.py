@@ -152,3 +152,11 @@ class BookBusy(PictaleError):
 
     status = 409
     code = "book_busy"
+
+
+class CheckpointUnloadable(ModelLoadError):
+    """A checkpoint a client selected cannot be loaded (corrupt, truncated, unknown architecture, shapes that do
+    not match its config): a 422 naming the file and the reason; the model loaded before keeps serving."""
+
+    status = 422
+    code = "checkpoint_unloadable"

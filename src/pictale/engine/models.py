@@ -63,6 +63,16 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def check_complete(path: Path, header: dict[str, Any]) -> None:
+    """ModelLoadError when the file is shorter than its header says (a download or copy cut short)."""
+    ends = [v["data_offsets"][1] for v in header.values() if isinstance(v, dict) and "data_offsets" in v]
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+    wanted, have = 8 + size + max(ends, default=0), Path(path).stat().st_size
+    if have < wanted:
+        raise ModelLoadError(f"{Path(path).name}: truncated: {have} bytes, its header describes {wanted}")
+
+
 def family_from_keys(keys: Any, name: str = "checkpoint") -> str:
     """Model family from A1111 single-file tensor names ("sd15", "sdxl" or "sd2"; SD3 files are refused)."""
     keys = list(keys)
@@ -115,7 +125,10 @@ def detect_family(path: Path) -> str:
         raise UnsafeModelFile(f"{path.name}: pickle checkpoint refused; {_SAFE_ONLY}")
     if path.suffix.lower() != ".safetensors":
         raise ModelLoadError(f"{path.name}: not a .safetensors file or diffusers folder")
-    return family_from_keys(read_safetensors_header(path), path.name)
+    header = read_safetensors_header(path)
+    family = family_from_keys(header, path.name)
+    check_complete(path, header)
+    return family
 
 
 # ---------------------------------------------------------------------------------------------- scanning
@@ -170,8 +183,11 @@ def _entry(path: Path, rel: str, cache: HashCache) -> ModelEntry:
     )
 
 
-def scan_checkpoints(directory: Path) -> list[ModelEntry]:
-    """Every loadable model under `directory` (recursively), sorted by title, like A1111's checkpoint list."""
+def scan_checkpoints(directory: Path, skipped: dict[str, str] | None = None) -> list[ModelEntry]:
+    """Every loadable model under `directory` (recursively), sorted by title, like A1111's checkpoint list.
+
+    `skipped` gets {relative name: why} for each file or folder that looks like a checkpoint but cannot load.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -189,24 +205,26 @@ def scan_checkpoints(directory: Path) -> list[ModelEntry]:
         if here != directory and "model_index.json" in files:
             dirs[:] = []  # a diffusers folder is one model, never a tree to search
             if not _is_config_dir(here):
-                _add(entries, here, here.relative_to(directory).as_posix(), cache)
+                _add(entries, here, here.relative_to(directory).as_posix(), cache, skipped)
             continue
         for name in sorted(files):
             path = here / name
             suffix = path.suffix.lower()
             if suffix == ".safetensors":
-                _add(entries, path, path.relative_to(directory).as_posix(), cache)
+                _add(entries, path, path.relative_to(directory).as_posix(), cache, skipped)
             elif suffix in PICKLE_SUFFIXES:
                 logger.warning("not listing pickle checkpoint %s: %s", path, _SAFE_ONLY)
     cache.save()
     return sorted(entries, key=lambda e: e.title.lower())
 
 
-def _add(entries: list[ModelEntry], path: Path, rel: str, cache: HashCache) -> None:
+def _add(entries: list[ModelEntry], path: Path, rel: str, cache: HashCache, skipped: dict | None) -> None:
     try:
         entries.append(_entry(path, rel, cache))
     except PictaleError as exc:
         logger.warning("skipping %s: %s", path, exc.message)
+        if skipped is not None:
+            skipped[rel] = exc.message
 
 
 # ---------------------------------------------------------------------------------------------- resolving

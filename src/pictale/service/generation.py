@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from pictale.core.config import Settings
-from pictale.core.errors import InvalidRequest, ModelNotFound
+from pictale.core.errors import CheckpointUnloadable, InvalidRequest, ModelLoadError, ModelNotFound
 from pictale.core.images import (
     overlay_result,
 )
@@ -20,7 +21,7 @@ from pictale.service.avatars import OwnerResolver, avatar_infotext
 from pictale.service.batching import batch_key
 from pictale.service.characters import expand_characters
 from pictale.service.img2img import prepare_images
-from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog
+from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog, unloadable_message
 from pictale.service.previews import LivePreviews, preview_every
 from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
 from pictale.service.styles import StyleStore
@@ -131,7 +132,13 @@ class GenerationService:
 
     def _ensure_loaded(self, entry: ModelEntry) -> ModelEntry:
         if self.engine.entry is None or self.engine.entry.filename != entry.filename:
-            self.engine.load(entry)
+            try:
+                self.engine.load(entry)  # on failure the engine loads the previous model again
+            except CheckpointUnloadable:
+                raise
+            except ModelLoadError as exc:
+                name = Path(entry.filename).name if entry.source != "hub" else entry.filename
+                raise CheckpointUnloadable(unloadable_message(name, exc.message), param="sd_model_checkpoint") from None
         return self.engine.entry
 
     def set_options(self, values: dict[str, Any]) -> None:
