@@ -5,6 +5,7 @@ Only the worker thread calls into it (DESIGN.md rule 5): diffusers pipelines are
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from pathlib import Path
@@ -21,6 +22,7 @@ from pictale.engine.batching import (
     BatchItem,
     GroupState,
     check_batchable,
+    per_image_rows,
     row_groups,
     split_batch,
     steady_vae_layout,
@@ -180,12 +182,20 @@ class Engine:
 
         def one(sl: slice, batch_no: int) -> tuple[list[Image.Image], bool]:
             inits = init_images[sl] if init_images else None
-            return self._run_batch(
-                pipe, spec, prompts[sl], negative_prompts[sl], seeds[sl], subseeds[sl], control, batch_no, inits,
-                masks[sl] if masks else None,
-            )  # fmt: skip
+            with self._per_image(pipe, len(seeds[sl]), uses_cfg(pipe, spec.cfg_scale)):
+                return self._run_batch(
+                    pipe, spec, prompts[sl], negative_prompts[sl], seeds[sl], subseeds[sl], control, batch_no, inits,
+                    masks[sl] if masks else None,
+                )  # fmt: skip
 
         return run_batches(spec.n_iter, spec.batch_size, seeds, subseeds, control, one)
+
+    def _per_image(self, pipe, images: int, cfg: bool):
+        """Image i of a batch bit-identical to the same seed alone (batch_size 1, OpenAI n=1), where merged
+        batches are verified so: the batch-size dependent kernels run per image (`engine.batching`)."""
+        if images < 2 or not self.batches_identically:
+            return contextlib.nullcontext()
+        return per_image_rows(pipe, images, cfg)
 
     @property
     def batches_identically(self) -> bool:
@@ -260,10 +270,11 @@ class Engine:
         kwargs["callback_on_step_end"] = state.callback(spec.steps, x0)
         kwargs["output_type"] = "pil"
         denoisers = [m for m in (pipe.unet, getattr(pipe, "controlnet", None)) if m is not None]
+        per_image = [1] * sum(sizes)  # each image as it comes out alone, whatever its request's batch size
         with (
             torch.inference_mode(),
-            split_batch(denoisers, row_groups(sizes, cfg)),
-            split_batch([pipe.vae], row_groups(sizes, False)),
+            split_batch(denoisers, row_groups(per_image, cfg)),
+            split_batch([pipe.vae], row_groups(per_image, False)),
         ):
             out = pipe(**kwargs)
         images = list(out.images)
