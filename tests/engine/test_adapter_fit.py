@@ -92,3 +92,20 @@ def test_weight_zero_and_sd3_are_not_checked(tiny_models):
     check_adapter_fit([zero], SD15, tiny_models["ip_adapter"], None)
     sd3 = ModelDims("sd3", "sd3", 32, (), ())
     check_adapter_fit([_ref(AvatarKind.FACE, "f")], sd3, tiny_models["ip_adapter"], None)
+
+
+def test_tiny_models_are_known_by_their_width_not_their_name(tiny_models, tmp_path):
+    import json
+
+    from pictale.core.types import ModelEntry
+    from pictale.engine.demo.layout import is_tiny
+
+    def entry(path, source="folder"):
+        return ModelEntry("t", "tiny-x", str(path), source)
+
+    assert is_tiny(entry(tiny_models["sd15"])) and is_tiny(entry(tiny_models["sd15_single"], "single_file"))
+    real = tmp_path / "tiny-but-real"
+    (real / "unet").mkdir(parents=True)
+    (real / "unet" / "config.json").write_text(json.dumps({"cross_attention_dim": 768}))
+    assert not is_tiny(entry(real)) and not is_tiny(None)
+    assert is_tiny(entry(tmp_path / "anywhere", "tiny"))  # the demo, by where it came from

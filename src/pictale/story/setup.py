@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pictale.engine.demo.layout import is_demo
+from pictale.engine.demo.layout import is_tiny
 from pictale.service.generation import GenerationService
 from pictale.service.scoring import ScorerHolder
 from pictale.storage.blobs import BlobStore
@@ -45,8 +45,8 @@ def make_book_runner(service: GenerationService, db: Database, llm: LLMHolder | 
 
     llm = llm or LLMHolder(settings)
 
-    def demo() -> bool:  # the demo model pairs with the tiny CLIP (known by what it is, not by its name)
-        return is_demo(service.current_model)
+    def demo() -> bool:  # tiny models pair with the tiny CLIP (known by what they are, not by their names)
+        return is_tiny(service.current_model)
 
     return BookRunner(service, BookStore(db), book_images(settings), ScorerHolder(settings, demo), character, llm)
 

@@ -39,6 +39,23 @@ def is_demo(entry: ModelEntry | None) -> bool:
     return entry is not None and entry.source == DEMO_SOURCE
 
 
+TINY_CROSS_ATTENTION = 64
+"""UNets this narrow are pictale's tiny seeded models (real ones start at 768)."""
+
+
+def is_tiny(entry: ModelEntry | None) -> bool:
+    """The demo, or a model the tiny builders made (`pictale models make-tiny`), told by its UNet's width."""
+    if entry is None or is_demo(entry):
+        return entry is not None
+    path = Path(entry.filename)
+    config = (path if path.is_dir() else path.with_suffix(".config")) / "unet" / "config.json"
+    try:
+        width = json.loads(config.read_text(encoding="utf-8")).get("cross_attention_dim")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(width, int) and width <= TINY_CROSS_ATTENTION
+
+
 def adapter_roots(entry: ModelEntry | None, ip_adapter_path: Path | None, controlnet_path: Path | None):
     """(IP-Adapter root, ControlNet root) for jobs on `entry`: the demo's own beside it, else the user's."""
     if is_demo(entry):
