@@ -125,10 +125,7 @@ def detect_family(path: Path) -> str:
         raise UnsafeModelFile(f"{path.name}: pickle checkpoint refused; {_SAFE_ONLY}")
     if path.suffix.lower() != ".safetensors":
         raise ModelLoadError(f"{path.name}: not a .safetensors file or diffusers folder")
-    header = read_safetensors_header(path)
-    family = family_from_keys(header, path.name)
-    check_complete(path, header)
-    return family
+    return family_from_keys(read_safetensors_header(path), path.name)
 
 
 # ---------------------------------------------------------------------------------------------- scanning
@@ -156,9 +153,13 @@ def _is_config_dir(folder: Path) -> bool:
     return folder.name.endswith(CONFIG_DIR_SUFFIX) and folder.with_suffix(".safetensors").is_file()
 
 
-def _entry(path: Path, rel: str, cache: HashCache) -> ModelEntry:
-    """A ModelEntry for a folder or single file; `rel` is its name relative to the scanned directory."""
+def _entry(path: Path, rel: str, cache: HashCache, *, complete: bool = False) -> ModelEntry:
+    """A ModelEntry for a folder or single file; `rel` is its name relative to the scanned directory.
+
+    `complete`: a single file shorter than its header says is refused here (the scan lists it as skipped)."""
     family = detect_family(path)
+    if complete and path.is_file():
+        check_complete(path, read_safetensors_header(path))
     if path.is_dir():
         weights = _unet_weights(path)
         if weights is None:
@@ -220,7 +221,7 @@ def scan_checkpoints(directory: Path, skipped: dict[str, str] | None = None) -> 
 
 def _add(entries: list[ModelEntry], path: Path, rel: str, cache: HashCache, skipped: dict | None) -> None:
     try:
-        entries.append(_entry(path, rel, cache))
+        entries.append(_entry(path, rel, cache, complete=True))
     except PictaleError as exc:
         logger.warning("skipping %s: %s", path, exc.message)
         if skipped is not None:
@@ -375,6 +376,7 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
             if path.is_dir():
                 pipe = cls.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=dtype, **extra)
             else:
+                check_complete(path, read_safetensors_header(path))
                 config = single_file_config_dir(path, family)
                 pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=dtype, **extra)
         for attr in ("tokenizer", "tokenizer_2", "tokenizer_3"):

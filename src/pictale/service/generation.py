@@ -14,7 +14,7 @@ from pictale.core.images import (
     overlay_result,
 )
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
-from pictale.engine.demo.layout import DEMO_NAME
+from pictale.engine.demo.layout import DEMO_NAME, is_demo
 from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
 from pictale.service.avatars import OwnerResolver, avatar_infotext
@@ -111,6 +111,13 @@ class GenerationService:
     @property
     def current_model(self) -> ModelEntry | None:
         return self.engine.entry if self._engine is not None else None
+
+    @property
+    def loras_dir(self) -> Path:
+        """Where `<lora:NAME>` finds files: the demo's own Lora dir while the demo is loaded, else the user's."""
+        if is_demo(self.current_model):
+            return Path(self.current_model.filename).parent / "Lora"
+        return self.settings.loras_path
 
     def switch_model(self, name: str) -> ModelEntry:
         """Load the named checkpoint on the worker; blocks until it is loaded (A1111 `POST /options`)."""
@@ -236,7 +243,7 @@ class GenerationService:
 
     def compile(self, spec: GenerationSpec, owner: str) -> tuple[GenerationSpec, PromptTexts]:
         """Expand characters, parse avatar tokens (422 on any problem, before queueing); texts go to the encoder."""
-        resolver = OwnerResolver(self.avatars, owner, self.settings.loras_path)
+        resolver = OwnerResolver(self.avatars, owner, self.loras_dir)
         n = spec.total_images
         shown = _per_image(spec.extra.get("prompts") or [spec.prompt], n)  # as sent: <be-char:...> kept
         shown_negatives = _per_image(spec.extra.get("negative_prompts") or [spec.negative_prompt], n)

@@ -117,7 +117,7 @@ async def loras(request: Request) -> list[dict[str, Any]]:
     svc = service(request)
     avatars = await run_in_threadpool(a1111_lora_avatars, svc.avatars, owner(request))
     names = {a["name"] for a in avatars}
-    files = await run_in_threadpool(_scan_loras, svc.settings.loras_path)
+    files = await run_in_threadpool(_scan_loras, svc.loras_dir)
     return avatars + [f for f in files if f["name"] not in names]
 
 
