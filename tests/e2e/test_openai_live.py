@@ -45,8 +45,8 @@ def _init(color=(200, 30, 30)) -> Image.Image:
 
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["tiny-sd15"]
-    assert client.models.retrieve("tiny-sd15").owned_by == "pictale"
+    assert ids == ["pictale-demo (tiny random weights: draws noise)"]  # the demo says what it is
+    assert client.models.retrieve(ids[0]).owned_by == "pictale"
 
 
 def test_generate_url_and_b64_json(client):

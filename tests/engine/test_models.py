@@ -98,9 +98,13 @@ def test_resolve_by_title_name_path_and_tiny(models_dir, tiny_models):
     by_path = resolve_model(str(tiny_models["sdxl"]), models_dir)
     assert (by_path.source, by_path.family, by_path.model_name) == ("folder", "sdxl", "tiny-sdxl")
 
-    tiny = resolve_model("tiny", models_dir)
-    assert tiny.source == "tiny" and "tiny" in tiny.model_name and tiny.family == "sd15"
-    assert (models_dir / "Stable-diffusion" / "tiny-sd15" / "model_index.json").is_file()
+    tiny = resolve_model("tiny", models_dir, models_dir.parent / "demo")
+    demo = "pictale-demo (tiny random weights: draws noise)"
+    assert (tiny.source, tiny.model_name, tiny.family) == ("tiny", demo, "sd15")
+    assert tiny.title == f"pictale-demo (tiny random weights: draws noise) [{tiny.sha256[:10]}]"
+    assert tiny.filename == str(models_dir.parent / "demo" / "tiny-sd15")
+    assert not (models_dir / "Stable-diffusion" / "tiny-sd15").exists()  # never among the user's checkpoints
+    assert resolve_model(tiny.title, models_dir, models_dir.parent / "demo") == tiny
 
     hub = resolve_model("someorg/some-model", models_dir)
     assert (hub.source, hub.filename, hub.family) == ("hub", "someorg/some-model", None)

@@ -69,7 +69,8 @@ def test_tiny_tokenizer_is_trained_and_padded_like_clip():
 
 def test_ensure_tiny_model_writes_once(tmp_path):
     folder = ensure_tiny_model(tmp_path)
-    assert folder == tmp_path / "Stable-diffusion" / "tiny-sd15"
+    assert folder == tmp_path / "tiny-sd15"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ControlNet", "IP-Adapter", "Lora", "embeddings", "tiny-sd15"]
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     stamp = weights.stat().st_mtime_ns
     assert ensure_tiny_model(tmp_path) == folder

@@ -20,7 +20,7 @@ def test_sources_in_order(tmp_path):
     settings = Settings(data_dir=tmp_path)
     demo = {"on": True}
     holder = ScorerHolder(settings, lambda: demo["on"])
-    assert holder.source() == str(tmp_path / "models" / "tiny-clip")  # beside a tiny model: the tiny CLIP
+    assert holder.source() == str(tmp_path / "demo" / "tiny-clip")  # beside the demo model: the tiny CLIP
     assert holder.get() is not None and holder.error is None
     local = write_tiny_clip(tmp_path / "models" / "CLIP" / "my-clip")
     assert holder.source() == str(local)  # a CLIP folder in the models dir wins over the demo pairing

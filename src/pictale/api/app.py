@@ -58,8 +58,9 @@ def create_app(
             log.info("removed %d unreferenced avatar blobs", len(removed))
         await run_in_threadpool(app.state.files.purge)
         entry = await run_in_threadpool(svc.start)
-        for note in svc.startup_notes:
-            log.warning(note)
+        if on_started is None:  # `pictale serve` shows the notes in its banner: once, not twice
+            for note in svc.startup_notes:
+                log.warning(note)
         log.info("serving %s; auth: %s", entry.title, await run_in_threadpool(app.state.auth.describe))
         await run_in_threadpool(collect_book_images, books)
         resumed = books.resume_all()  # books a stopped server left unfinished go on

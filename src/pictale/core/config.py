@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         return self.openpose_dir or self.models_path / "Annotators"
 
     @property
+    def demo_path(self) -> Path:
+        """The tiny demo model and its own adapters, apart from the user's model folders (never scanned)."""
+        return self.data_dir / "demo"
+
+    @property
     def clip_path(self) -> Path:
         return self.models_path / "CLIP"
 

@@ -179,3 +179,11 @@ class CallbackRefused(InvalidRequest):
     """A `callback_url` whose host is (or resolves to) an address the server must not call."""
 
     code = "callback_url_refused"
+
+
+class CheckpointUnloadable(ModelLoadError):
+    """A checkpoint a client selected cannot be loaded (corrupt, truncated, unknown architecture, shapes that do
+    not match its config): a 422 naming the file and the reason; the model loaded before keeps serving."""
+
+    status = 422
+    code = "checkpoint_unloadable"

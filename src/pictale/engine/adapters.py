@@ -34,6 +34,7 @@ from safetensors.torch import load_file as load_safetensors
 from pictale.core.errors import ModelLoadError, UnsupportedFeature
 from pictale.core.images import resize_image
 from pictale.core.types import AvatarKind, AvatarRef, Mode
+from pictale.engine.checks.adapter_fit import ModelDims, check_adapter_fit, controlnet_folder
 from pictale.engine.family_support import T5_FAMILIES, check_avatars, lora_mismatch_message
 from pictale.engine.ip_adapters import IPAdapterSlots, batch_embeds, ip_files
 from pictale.engine.models import read_safetensors_header
@@ -100,12 +101,23 @@ class AvatarAdapters:
         self.dtype = dtype
         self.ip = IPAdapterSlots(ip_adapter_path, device=device, dtype=dtype)
         self.sd3_ip = SD3IPAdapter(ip_adapter_path, device=device, dtype=dtype)
+        self.dims: ModelDims | None = None
+        """The loaded model's shapes that adapter files must fit (`checks.adapter_fit`), set on load."""
+
         self._loras: OrderedDict[str, bool] = OrderedDict()  # adapter name -> touches a text encoder
         self._active: tuple[tuple[str, float], ...] | None = None
         self._tokens: set[str] = set()
         self._embedding_digests: set[str] = set()
         self._controlnets: dict[str, object] = {}
         self._cn_pipes: dict[tuple[Mode, int], object] = {}
+
+    def use(self, ip_adapter_path: Path | None, controlnet_path: Path | None, dims: ModelDims | None) -> None:
+        """Adapter folders and shapes for the model just loaded (the demo has its own folders, beside it)."""
+        self.reset()
+        self.ip.root = Path(ip_adapter_path) if ip_adapter_path is not None else None
+        self.sd3_ip.root = self.ip.root
+        self.controlnet_path = Path(controlnet_path) if controlnet_path is not None else None
+        self.dims = dims
 
     def reset(self) -> None:
         """The pipeline is gone (unload / other checkpoint): everything applied to it goes with it."""
@@ -133,6 +145,8 @@ class AvatarAdapters:
         job = JobAdapters(text_key=(text_loras, tuple(sorted(self._tokens))))
 
         ip_refs = by_kind[AvatarKind.FACE] + by_kind[AvatarKind.STYLE]
+        if self.dims is not None:  # before any adapter is loaded: a file that does not fit is a 422, not a crash
+            check_adapter_fit(avatars, self.dims, self.ip.root, self.controlnet_path)
         if family in T5_FAMILIES:  # check_avatars allowed at most one
             job.sd3_ip = self.sd3_ip.apply(pipe, ip_refs[0] if ip_refs else None)
             return job
@@ -270,7 +284,7 @@ class AvatarAdapters:
             return net
         if self.controlnet_path is None:
             raise UnsupportedFeature(f"pose avatar {name!r} needs an OpenPose ControlNet; none is configured")
-        folder = self.controlnet_path / f"openpose-{family}"
+        folder = controlnet_folder(self.controlnet_path, family)
         if not (folder / "config.json").is_file():
             raise UnsupportedFeature(f"pose avatar {name!r} needs the OpenPose ControlNet {folder}/ (not found)")
         from diffusers import ControlNetModel

@@ -165,6 +165,17 @@ def split_batch(models: list[nn.Module], groups: list[torch.Tensor]) -> Iterator
 _MAKERS = {nn.Linear: _linear, nn.Conv2d: _conv}
 
 
+@contextlib.contextmanager
+def per_image_rows(pipe, images: int, cfg: bool) -> Iterator[None]:
+    """`split_batch` with one group per image on the pipeline's UNet (and ControlNet) and VAE: a batch of
+    `images` then gives each image bit for bit as a batch of one with its seed would (A1111 batch_size,
+    OpenAI n). Variants made with `from_pipe` share these modules, so a hires pass is covered too."""
+    groups = [1] * images
+    denoisers = [m for m in (pipe.unet, getattr(pipe, "controlnet", None)) if m is not None]
+    with split_batch(denoisers, row_groups(groups, cfg)), split_batch([pipe.vae], row_groups(groups, False)):
+        yield
+
+
 def steady_vae_layout(vae: nn.Module) -> None:
     """Make the VAE's attention blocks return contiguous tensors, in every run (called once per load).
 

@@ -5,6 +5,7 @@ Only the worker thread calls into it (DESIGN.md rule 5): diffusers pipelines are
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from pathlib import Path
@@ -21,10 +22,13 @@ from pictale.engine.batching import (
     BatchItem,
     GroupState,
     check_batchable,
+    per_image_rows,
     row_groups,
     split_batch,
     steady_vae_layout,
 )
+from pictale.engine.checks.adapter_fit import check_adapter_fit, unet_dims
+from pictale.engine.demo.layout import adapter_roots
 from pictale.engine.family_support import T5_FAMILIES
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
@@ -76,6 +80,8 @@ class Engine:
         self._adapters = AvatarAdapters(
             ip_adapter_path=ip_adapter_path, controlnet_path=controlnet_path, device=self.device, dtype=self.dtype
         )
+        self._adapter_paths = (ip_adapter_path, controlnet_path)
+        """The user's adapter folders; the demo model uses its own (`demo.layout.adapter_roots`)."""
         self._job = JobAdapters()
 
     # -- model lifecycle -------------------------------------------------------------------------
@@ -85,8 +91,22 @@ class Engine:
         return self._pipe is not None
 
     def load(self, entry: ModelEntry) -> None:
-        """Load `entry`, freeing the previous checkpoint first so two never sit in memory together."""
+        """Load `entry`, freeing the previous checkpoint first so two never sit in memory together.
+
+        When `entry` cannot be loaded, the previous checkpoint is loaded again (it keeps serving) and the error
+        names the file and the reason.
+        """
+        previous = self.entry
         self.unload()
+        try:
+            self._load(entry)
+        except Exception:
+            if previous is not None:
+                log.warning("could not load %s; loading %s again", entry.title, previous.title)
+                self._load(previous)
+            raise
+
+    def _load(self, entry: ModelEntry) -> None:
         pipe = models.load_pipeline(entry, device=self.device, dtype=self.dtype)
         pipe.set_progress_bar_config(disable=True)
         steady_vae_layout(pipe.vae)
@@ -97,7 +117,17 @@ class Engine:
         family = models.pipeline_family(pipe)
         self.family = family if family in ("sd3", "sdxl") else entry.family or "sd15"
         self._tiling = False
+        unet = getattr(pipe, "unet", None)
+        dims = unet_dims(unet, entry.model_name, self.family) if unet is not None else None
+        self._adapters.use(*adapter_roots(entry, *self._adapter_paths), dims)
         log.info("loaded %s (%s) on %s/%s", entry.title, self.family, self.device, self.dtype)
+
+    def check_adapter_fit(self, avatars) -> None:
+        """422 naming the file and the model when an avatar's adapter does not fit the loaded model (no torch
+        work: safe from a request thread before the job is queued)."""
+        adapters = self._adapters
+        if adapters.dims is not None:
+            check_adapter_fit(avatars, adapters.dims, adapters.ip.root, adapters.controlnet_path)
 
     def unload(self) -> None:
         self._variants.clear()
@@ -154,12 +184,20 @@ class Engine:
 
         def one(sl: slice, batch_no: int) -> tuple[list[Image.Image], bool]:
             inits = init_images[sl] if init_images else None
-            return self._run_batch(
-                pipe, spec, prompts[sl], negative_prompts[sl], seeds[sl], subseeds[sl], control, batch_no, inits,
-                masks[sl] if masks else None,
-            )  # fmt: skip
+            with self._per_image(pipe, len(seeds[sl]), uses_cfg(pipe, spec.cfg_scale)):
+                return self._run_batch(
+                    pipe, spec, prompts[sl], negative_prompts[sl], seeds[sl], subseeds[sl], control, batch_no, inits,
+                    masks[sl] if masks else None,
+                )  # fmt: skip
 
         return run_batches(spec.n_iter, spec.batch_size, seeds, subseeds, control, one)
+
+    def _per_image(self, pipe, images: int, cfg: bool):
+        """Image i of a batch bit-identical to the same seed alone (batch_size 1, OpenAI n=1), where merged
+        batches are verified so: the batch-size dependent kernels run per image (`engine.batching`)."""
+        if images < 2 or not self.batches_identically:
+            return contextlib.nullcontext()
+        return per_image_rows(pipe, images, cfg)
 
     @property
     def batches_identically(self) -> bool:
@@ -234,10 +272,11 @@ class Engine:
         kwargs["callback_on_step_end"] = state.callback(spec.steps, x0)
         kwargs["output_type"] = "pil"
         denoisers = [m for m in (pipe.unet, getattr(pipe, "controlnet", None)) if m is not None]
+        per_image = [1] * sum(sizes)  # each image as it comes out alone, whatever its request's batch size
         with (
             torch.inference_mode(),
-            split_batch(denoisers, row_groups(sizes, cfg)),
-            split_batch([pipe.vae], row_groups(sizes, False)),
+            split_batch(denoisers, row_groups(per_image, cfg)),
+            split_batch([pipe.vae], row_groups(per_image, False)),
         ):
             out = pipe(**kwargs)
         images = list(out.images)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +34,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from pictale.core.errors import UnsupportedFeature
-from pictale.core.types import AvatarKind, AvatarRef
+from pictale.core.types import AvatarRef
+from pictale.engine.checks.adapter_fit import IPFiles, ip_files  # noqa: F401 (re-exported)
 from pictale.engine.runtime import BoundedCache
 
 log = logging.getLogger(__name__)
@@ -43,39 +43,6 @@ log = logging.getLogger(__name__)
 EMBED_CACHE_SIZE = 256
 STATE_CACHE_MAX_BYTES = 256 * 1024 * 1024
 _QUIET_LOGGERS = ("diffusers.loaders.ip_adapter", "diffusers.models.modeling_utils")
-
-
-@dataclass(frozen=True)
-class IPFiles:
-    """The adapter weights and image encoder one slot uses."""
-
-    weights: Path
-    encoder: Path
-
-
-def ip_files(root: Path | None, family: str, kind: AvatarKind, name: str) -> IPFiles:
-    """Which files a face/style avatar needs for `family`; UnsupportedFeature naming the path when absent."""
-    what = f"{kind.value} avatar {name!r}"
-    if root is None:
-        raise UnsupportedFeature(f"{what} needs IP-Adapter weights, but no IP-Adapter directory is configured")
-    root = Path(root)
-    if family == "sd15":
-        weight = "ip-adapter-full-face_sd15.safetensors" if kind is AvatarKind.FACE else "ip-adapter_sd15.safetensors"
-        files = IPFiles(root / "models" / weight, root / "models" / "image_encoder")
-    elif family == "sdxl":
-        plus_face = IPFiles(
-            root / "sdxl_models" / "ip-adapter-plus-face_sdxl_vit-h.safetensors", root / "models" / "image_encoder"
-        )
-        files = IPFiles(root / "sdxl_models" / "ip-adapter_sdxl.safetensors", root / "sdxl_models" / "image_encoder")
-        if kind is AvatarKind.FACE and plus_face.weights.is_file() and (plus_face.encoder / "config.json").is_file():
-            files = plus_face
-    else:
-        raise UnsupportedFeature(f"{what}: no IP-Adapter is known for {family} models")
-    if not files.weights.is_file():
-        raise UnsupportedFeature(f"{what} needs the IP-Adapter file {files.weights} (not found)")
-    if not (files.encoder / "config.json").is_file():
-        raise UnsupportedFeature(f"{what} needs the IP-Adapter image encoder {files.encoder}/ (not found)")
-    return files
 
 
 def _read_adapter(path: Path) -> dict[str, dict[str, torch.Tensor]]:

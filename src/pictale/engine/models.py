@@ -25,6 +25,7 @@ from typing import Any
 
 from pictale.core.errors import ModelLoadError, ModelNotFound, PictaleError, UnsafeModelFile
 from pictale.core.types import ModelEntry
+from pictale.engine.demo.layout import DEMO_NAME, DEMO_SOURCE
 from pictale.engine.hashes import HashCache
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,16 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{Path(path).name}: not a readable .safetensors file ({exc})") from exc
     header.pop("__metadata__", None)
     return header
+
+
+def check_complete(path: Path, header: dict[str, Any]) -> None:
+    """ModelLoadError when the file is shorter than its header says (a download or copy cut short)."""
+    ends = [v["data_offsets"][1] for v in header.values() if isinstance(v, dict) and "data_offsets" in v]
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+    wanted, have = 8 + size + max(ends, default=0), Path(path).stat().st_size
+    if have < wanted:
+        raise ModelLoadError(f"{Path(path).name}: truncated: {have} bytes, its header describes {wanted}")
 
 
 def family_from_keys(keys: Any, name: str = "checkpoint") -> str:
@@ -142,9 +153,13 @@ def _is_config_dir(folder: Path) -> bool:
     return folder.name.endswith(CONFIG_DIR_SUFFIX) and folder.with_suffix(".safetensors").is_file()
 
 
-def _entry(path: Path, rel: str, cache: HashCache) -> ModelEntry:
-    """A ModelEntry for a folder or single file; `rel` is its name relative to the scanned directory."""
+def _entry(path: Path, rel: str, cache: HashCache, *, complete: bool = False) -> ModelEntry:
+    """A ModelEntry for a folder or single file; `rel` is its name relative to the scanned directory.
+
+    `complete`: a single file shorter than its header says is refused here (the scan lists it as skipped)."""
     family = detect_family(path)
+    if complete and path.is_file():
+        check_complete(path, read_safetensors_header(path))
     if path.is_dir():
         weights = _unet_weights(path)
         if weights is None:
@@ -169,8 +184,11 @@ def _entry(path: Path, rel: str, cache: HashCache) -> ModelEntry:
     )
 
 
-def scan_checkpoints(directory: Path) -> list[ModelEntry]:
-    """Every loadable model under `directory` (recursively), sorted by title, like A1111's checkpoint list."""
+def scan_checkpoints(directory: Path, skipped: dict[str, str] | None = None) -> list[ModelEntry]:
+    """Every loadable model under `directory` (recursively), sorted by title, like A1111's checkpoint list.
+
+    `skipped` gets {relative name: why} for each file or folder that looks like a checkpoint but cannot load.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -188,24 +206,26 @@ def scan_checkpoints(directory: Path) -> list[ModelEntry]:
         if here != directory and "model_index.json" in files:
             dirs[:] = []  # a diffusers folder is one model, never a tree to search
             if not _is_config_dir(here):
-                _add(entries, here, here.relative_to(directory).as_posix(), cache)
+                _add(entries, here, here.relative_to(directory).as_posix(), cache, skipped)
             continue
         for name in sorted(files):
             path = here / name
             suffix = path.suffix.lower()
             if suffix == ".safetensors":
-                _add(entries, path, path.relative_to(directory).as_posix(), cache)
+                _add(entries, path, path.relative_to(directory).as_posix(), cache, skipped)
             elif suffix in PICKLE_SUFFIXES:
                 logger.warning("not listing pickle checkpoint %s: %s", path, _SAFE_ONLY)
     cache.save()
     return sorted(entries, key=lambda e: e.title.lower())
 
 
-def _add(entries: list[ModelEntry], path: Path, rel: str, cache: HashCache) -> None:
+def _add(entries: list[ModelEntry], path: Path, rel: str, cache: HashCache, skipped: dict | None) -> None:
     try:
-        entries.append(_entry(path, rel, cache))
+        entries.append(_entry(path, rel, cache, complete=True))
     except PictaleError as exc:
         logger.warning("skipping %s: %s", path, exc.message)
+        if skipped is not None:
+            skipped[rel] = exc.message
 
 
 # ---------------------------------------------------------------------------------------------- resolving
@@ -228,6 +248,23 @@ def _entry_for_path(path: Path) -> ModelEntry:
     return entry
 
 
+def demo_entry(demo_dir: Path, models_dir: Path | None = None) -> ModelEntry:
+    """The demo model's entry (written on first use), named for what it is: random weights that draw noise.
+
+    Demo files an earlier version left in `models_dir` are removed from there once the demo dir is complete.
+    """
+    from pictale.engine.demo.layout import migrate_legacy_demo
+    from pictale.engine.tiny import ensure_tiny_model
+
+    folder = ensure_tiny_model(demo_dir)
+    if models_dir is not None:
+        migrate_legacy_demo(Path(models_dir), Path(demo_dir))
+    cache = HashCache(Path(demo_dir))
+    sha = cache.sha256(_unet_weights(folder))
+    cache.save()
+    return ModelEntry(f"{DEMO_NAME} [{sha[:10]}]", DEMO_NAME, str(folder.absolute()), DEMO_SOURCE, "sd15", sha)
+
+
 def _match(spec: str, entries: list[ModelEntry]) -> ModelEntry | None:
     """A1111's lookup order: title, model name, file name, hash, then the shortest title containing spec."""
     tests = (
@@ -243,20 +280,17 @@ def _match(spec: str, entries: list[ModelEntry]) -> ModelEntry | None:
     return found[0] if found else None
 
 
-def resolve_model(spec: str, models_dir: Path) -> ModelEntry:
-    """Turn "tiny", a path, a title/name in `models_dir/Stable-diffusion` or a hub id into a ModelEntry."""
+def resolve_model(spec: str, models_dir: Path, demo_dir: Path | None = None) -> ModelEntry:
+    """Turn "tiny", a path, a title/name in `models_dir/Stable-diffusion` or a hub id into a ModelEntry.
+
+    "tiny" is the demo model, written on first use in `demo_dir` (default: `demo/` beside `models_dir`).
+    """
     spec = spec.strip()
     if not spec:
         raise ModelNotFound("no model named: empty model name")
     checkpoint_dir = Path(models_dir) / CHECKPOINT_SUBDIR
-    if spec.lower() == "tiny":
-        from pictale.engine.tiny import ensure_tiny_model
-
-        folder = ensure_tiny_model(Path(models_dir))
-        cache = HashCache(checkpoint_dir)
-        entry = _entry(folder, folder.name, cache)
-        cache.save()
-        return ModelEntry(entry.title, entry.model_name, entry.filename, "tiny", entry.family, entry.sha256)
+    if spec.lower() == "tiny" or spec == DEMO_NAME or spec.startswith(DEMO_NAME + " ["):
+        return demo_entry(Path(demo_dir) if demo_dir is not None else Path(models_dir).parent / "demo", models_dir)
     _pickle_guard(spec)
     path = Path(spec).expanduser()
     if path.is_absolute():
@@ -342,6 +376,7 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
             if path.is_dir():
                 pipe = cls.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=dtype, **extra)
             else:
+                check_complete(path, read_safetensors_header(path))
                 config = single_file_config_dir(path, family)
                 pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=dtype, **extra)
         for attr in ("tokenizer", "tokenizer_2", "tokenizer_3"):

@@ -42,7 +42,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from pictale.engine.clip_tokenizer import EOS, clip_vocab, train_tiny_merges
 from pictale.engine.configs import packaged_config_dir
-from pictale.engine.models import CHECKPOINT_SUBDIR, CONFIG_DIR_SUFFIX
+from pictale.engine.demo.layout import DEMO_FOLDER
+from pictale.engine.models import CONFIG_DIR_SUFFIX
 from pictale.engine.singlefile import pipeline_to_ldm
 from pictale.engine.tiny_adapters import write_tiny_adapters
 
@@ -117,8 +118,11 @@ def _scheduler_config(family: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def build_tiny_sd15(seed: int = TINY_SEED) -> StableDiffusionPipeline:
-    """An SD 1.5-shaped pipeline (CLIP-L-like text encoder, 4-channel UNet) with seeded random weights."""
+def build_tiny_sd15(seed: int = TINY_SEED, *, text_width: int = 32) -> StableDiffusionPipeline:
+    """An SD 1.5-shaped pipeline (CLIP-L-like text encoder, 4-channel UNet) with seeded random weights.
+
+    `text_width` (the text encoder's width, the UNet's cross-attention width) makes an SD 1.5 of other shapes
+    than the demo's: what a real SD 1.5 is to the demo's adapters, in tests."""
     tokenizer = tiny_tokenizer()
     unet = _seeded(
         seed,
@@ -131,13 +135,13 @@ def build_tiny_sd15(seed: int = TINY_SEED) -> StableDiffusionPipeline:
             norm_num_groups=32,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
+            cross_attention_dim=text_width,
             attention_head_dim=4,
         ),
     )
     return StableDiffusionPipeline(
         vae=_vae(seed + 1, 0.18215),
-        text_encoder=_text_encoder(tokenizer, seed + 2, hidden=32, act="quick_gelu", with_projection=False),
+        text_encoder=_text_encoder(tokenizer, seed + 2, hidden=text_width, act="quick_gelu", with_projection=False),
         tokenizer=tokenizer,
         unet=unet,
         scheduler=PNDMScheduler.from_config(_scheduler_config("sd15")),
@@ -244,19 +248,20 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
     return paths
 
 
-def ensure_tiny_model(models_dir: Path) -> Path:
-    """The offline demo model `models_dir/Stable-diffusion/tiny-sd15`, and its adapters, written on first use.
+def ensure_tiny_model(demo_dir: Path) -> Path:
+    """The offline demo model `demo_dir/tiny-sd15`, and its adapters beside it, written on first use.
 
-    The adapters go where the server looks for them: `IP-Adapter/`, `ControlNet/`, `Lora/`, `embeddings/`.
+    `demo_dir` is `DATA_DIR/demo/`, apart from the user's model folders (see `engine.demo.layout`): the demo's
+    IP-Adapter/, ControlNet/, Lora/ and embeddings/ are used only while the demo model is loaded.
     """
-    models_dir = Path(models_dir)
-    folder = models_dir / CHECKPOINT_SUBDIR / TINY_SD15_NAME
+    demo_dir = Path(demo_dir)
+    folder = demo_dir / DEMO_FOLDER
     have_model = (folder / "model_index.json").is_file() and any((folder / "unet").glob("*.safetensors"))
-    have_adapters = (models_dir / "embeddings" / "tiny_ti.safetensors").is_file()  # written last
+    have_adapters = (demo_dir / "embeddings" / "tiny_ti.safetensors").is_file()  # written last
     if have_model and have_adapters:
         return folder
     pipe = build_tiny_sd15()
     if not have_model:
         _save_folder(pipe, folder)
-    write_tiny_adapters(models_dir, {"sd15": pipe})
+    write_tiny_adapters(demo_dir, {"sd15": pipe})
     return folder

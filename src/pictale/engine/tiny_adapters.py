@@ -34,6 +34,8 @@ from diffusers import ControlNetModel
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from pictale.engine.checks.adapter_fit import cross_attention_hidden_sizes
+
 ADAPTER_SEED = 4321
 LORA_RANK = 4
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -110,26 +112,10 @@ def _write_image_encoder(folder: Path, seed: int, projection_dim: int) -> CLIPVi
     return encoder
 
 
-def _cross_attention_hidden_sizes(unet: Any) -> list[int]:
-    """Hidden size of each cross-attention processor, in `unet.attn_processors` order (diffusers' rule)."""
-    channels = list(unet.config.block_out_channels)
-    sizes = []
-    for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
-            continue
-        if name.startswith("mid_block"):
-            sizes.append(channels[-1])
-        elif name.startswith("up_blocks"):
-            sizes.append(list(reversed(channels))[int(name[len("up_blocks.")])])
-        else:
-            sizes.append(channels[int(name[len("down_blocks.")])])
-    return sizes
-
-
 def _ip_layers(unet: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
     cross = unet.config.cross_attention_dim
     out = {}
-    for i, hidden in enumerate(_cross_attention_hidden_sizes(unet)):
+    for i, hidden in enumerate(cross_attention_hidden_sizes(unet)):
         k = 2 * i + 1
         out[f"ip_adapter.{k}.to_k_ip.weight"] = _rand(gen, hidden, cross)
         out[f"ip_adapter.{k}.to_v_ip.weight"] = _rand(gen, hidden, cross)

@@ -58,11 +58,11 @@ def write_tiny_clip(folder: Path) -> Path:
     return folder
 
 
-def ensure_tiny_clip(models_dir: Path) -> Path:
-    """`models_dir/tiny-clip`, written on first use (`--clip-model tiny`, and beside the tiny demo model).
+def ensure_tiny_clip(demo_dir: Path) -> Path:
+    """`demo_dir/tiny-clip`, written on first use (`--clip-model tiny`, and beside the tiny demo model).
 
-    Not under `models_dir/CLIP/`, where real CLIP models are found: a real model must never pair with it."""
-    folder = Path(models_dir) / TINY_CLIP_NAME
+    In the demo dir, not under `models/CLIP/` where real CLIP models are found: a real model never pairs with it."""
+    folder = Path(demo_dir) / TINY_CLIP_NAME
     if not (folder / "model.safetensors").is_file():
         write_tiny_clip(folder)
     return folder

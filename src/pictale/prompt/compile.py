@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +36,8 @@ class AvatarResolver(Protocol):
     def resolve(self, kind: AvatarKind, name: str, weight: float) -> AvatarRef | None: ...
 
     def names(self, kind: AvatarKind) -> list[str]: ...
+
+    # Optional: `embedding_tokens() -> {typed token: embedding avatar name}`; typing a token applies it.
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,37 @@ def lora_hashes(avatars: tuple[AvatarRef, ...] | list[AvatarRef]) -> str | None:
 
 
 def _compile(prompt: str, resolver: AvatarResolver | None, *, negative: bool) -> CompiledPrompt:
+    compiled = _compile_tokens(prompt, resolver, negative=negative)
+    text, typed = _typed_embeddings(compiled.text, resolver)
+    seen = {(a.kind, a.digest) for a in compiled.avatars}
+    extra = tuple(a for a in typed if (a.kind, a.digest) not in seen)
+    return CompiledPrompt(text, compiled.avatars + extra) if typed else compiled
+
+
+def _typed_embeddings(text: str, resolver: AvatarResolver | None) -> tuple[str, list[AvatarRef]]:
+    """A1111 applies an embedding wherever its name is typed as a word; pictale does the same with the token of
+    each of the caller's embedding avatars (inside `(token:1.2)` too). Runs on the text after `<...>` tags
+    were spliced out, so a tag's name is never taken for a typed token."""
+    tokens = getattr(resolver, "embedding_tokens", None)
+    tokens = tokens() if tokens is not None else {}
+    if not tokens:
+        return text, []
+    alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w<>-])({alternatives})(?![\w<>-])")
+    found: dict[str, AvatarRef] = {}
+
+    def substitute(match: re.Match) -> str:
+        typed = match.group(1)
+        ref = found.get(typed) or resolver.resolve(AvatarKind.EMBEDDING, tokens[typed], 1.0)
+        if ref is None:
+            return typed
+        found[typed] = ref
+        return ref.token or ref.name
+
+    return pattern.sub(substitute, text), list(found.values())
+
+
+def _compile_tokens(prompt: str, resolver: AvatarResolver | None, *, negative: bool) -> CompiledPrompt:
     param = "negative_prompt" if negative else "prompt"
     tokens, errors = scan(prompt)
     if not tokens and not errors:

@@ -1,5 +1,6 @@
-"""Model-family checks made before a job is queued: avatars the job's model family cannot apply, and SD3 face/style
-avatars whose IP-Adapter files are missing, get a 422 now, not a failed job later (the rules and messages are
+"""Model-family checks made before a job is queued: avatars the job's model family cannot apply, SD3 face/style
+avatars whose IP-Adapter files are missing, and adapter files that do not fit the loaded model (the tiny demo's
+beside a real model) get a 422 now, not a failed job later (the rules and messages are
 `engine.family_support`, which imports no torch)."""
 
 from __future__ import annotations
@@ -42,3 +43,21 @@ def check_job_family(service: Any, spec: GenerationSpec) -> None:
     root = getattr(getattr(service, "settings", None), "ip_adapter_path", None)
     if root is not None:  # stand-in services without settings: the engine checks when the job runs
         check_ip_adapter_files(spec.avatars, family, root, param="prompt")
+    if runs_on_loaded_model(service, spec):  # adapter files that do not fit the model: 422 now, not a crash
+        check = getattr(service.engine, "check_adapter_fit", None)
+        if check is not None:
+            check(spec.avatars)
+
+
+def runs_on_loaded_model(service: Any, spec: GenerationSpec) -> bool:
+    """True when `spec` will run on the model loaded now (jobs on another model are checked when it loads)."""
+    current = getattr(service, "current_model", None)
+    if current is None:
+        return False
+    wanted = spec.model or service.options.get("sd_model_checkpoint")
+    if not wanted:
+        return True
+    try:
+        return service.catalog.find(wanted).filename == current.filename
+    except PictaleError:
+        return False

@@ -5,22 +5,24 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from pictale.core.config import Settings
-from pictale.core.errors import InvalidRequest, ModelNotFound
+from pictale.core.errors import CheckpointUnloadable, InvalidRequest, ModelLoadError, ModelNotFound
 from pictale.core.images import (
     overlay_result,
 )
 from pictale.core.limits import MIN_SIZE, SEED_MAX, check_dimension, check_finite, check_seed, check_text
 from pictale.core.types import GenerationSpec, HiresSpec, Mode, ModelEntry
+from pictale.engine.demo.layout import DEMO_NAME, is_demo
 from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
 from pictale.service.avatars import OwnerResolver, avatar_infotext
 from pictale.service.batching import batch_key
 from pictale.service.characters import expand_characters
 from pictale.service.img2img import prepare_images
-from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog
+from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog, unloadable_message
 from pictale.service.previews import LivePreviews, preview_every
 from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
 from pictale.service.styles import StyleStore
@@ -78,6 +80,7 @@ class GenerationService:
     def start(self) -> ModelEntry:
         """Scan models, pick the start-up model (falling back to the tiny demo) and load it."""
         self.queue.start()
+        self.catalog.migrate_legacy_demo()
         self.catalog.refresh()
         entry = self._startup_entry()
         self.switch_model(entry.title)
@@ -89,31 +92,34 @@ class GenerationService:
         self.queue.stop()
 
     def _startup_entry(self) -> ModelEntry:
+        """The configured model; else the first checkpoint found, whatever its name; else the tiny demo."""
         wanted = self.settings.model
-        if wanted and wanted != "tiny":
+        if wanted and wanted.strip().lower() != "tiny":
             return self.catalog.find(wanted)
-        real = [e for e in self.catalog.entries if "tiny" not in e.model_name]
-        if real and not wanted:
-            return real[0]
-        from pictale.engine import models
-
-        entry = models.resolve_model("tiny", self.settings.models_path)
+        if self.catalog.entries and not wanted:
+            return self.catalog.entries[0]
+        entry = self.catalog.demo()
         if not wanted:
             self.startup_notes.append(
-                "NO MODEL FOUND: serving the tiny demo model (random weights, it draws noise). Looked for "
-                f"--model / PICTALE_MODEL and for checkpoints in {self.settings.checkpoints_path}. "
+                f"NO MODEL FOUND: serving the tiny demo model {DEMO_NAME!r} (random weights, it draws noise). "
+                f"Looked for --model / PICTALE_MODEL and for checkpoints in {self.settings.checkpoints_path}. "
                 "Add a real "
                 "model: drop a .safetensors checkpoint or a diffusers folder there, or run "
                 "`pictale models pull HUB_ID`, or start with `--model PATH_OR_HUB_ID`."
             )
-        self.catalog.refresh()
-        self.catalog.remember(entry)
         return entry
 
     # -- models ----------------------------------------------------------------------------------
     @property
     def current_model(self) -> ModelEntry | None:
         return self.engine.entry if self._engine is not None else None
+
+    @property
+    def loras_dir(self) -> Path:
+        """Where `<lora:NAME>` finds files: the demo's own Lora dir while the demo is loaded, else the user's."""
+        if is_demo(self.current_model):
+            return Path(self.current_model.filename).parent / "Lora"
+        return self.settings.loras_path
 
     def switch_model(self, name: str) -> ModelEntry:
         """Load the named checkpoint on the worker; blocks until it is loaded (A1111 `POST /options`)."""
@@ -135,7 +141,13 @@ class GenerationService:
 
     def _ensure_loaded(self, entry: ModelEntry) -> ModelEntry:
         if self.engine.entry is None or self.engine.entry.filename != entry.filename:
-            self.engine.load(entry)
+            try:
+                self.engine.load(entry)  # on failure the engine loads the previous model again
+            except CheckpointUnloadable:
+                raise
+            except ModelLoadError as exc:
+                name = Path(entry.filename).name if entry.source != "hub" else entry.filename
+                raise CheckpointUnloadable(unloadable_message(name, exc.message), param="sd_model_checkpoint") from None
         return self.engine.entry
 
     def set_options(self, values: dict[str, Any]) -> None:
@@ -288,7 +300,7 @@ class GenerationService:
 
     def compile(self, spec: GenerationSpec, owner: str) -> tuple[GenerationSpec, PromptTexts]:
         """Expand characters, parse avatar tokens (422 on any problem, before queueing); texts go to the encoder."""
-        resolver = OwnerResolver(self.avatars, owner, self.settings.loras_path)
+        resolver = OwnerResolver(self.avatars, owner, self.loras_dir)
         n = spec.total_images
         shown = _per_image(spec.extra.get("prompts") or [spec.prompt], n)  # as sent: <be-char:...> kept
         shown_negatives = _per_image(spec.extra.get("negative_prompts") or [spec.negative_prompt], n)

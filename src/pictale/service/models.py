@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pictale.core.config import Settings
-from pictale.core.errors import ModelNotFound
+from pictale.core.errors import CheckpointUnloadable, ModelLoadError, ModelNotFound
 from pictale.core.types import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -20,16 +20,36 @@ class ModelCatalog:
         self.settings = settings
         self._entries: list[ModelEntry] = []
         self._extra: list[ModelEntry] = []
+        self.skipped: dict[str, str] = {}
+        """Files in the models dir that look like checkpoints but cannot load: {relative name: why}."""
 
     @property
     def directory(self) -> Path:
         return self.settings.checkpoints_path
 
+    def migrate_legacy_demo(self) -> None:
+        """Data dirs of earlier versions keep the demo among the checkpoints and its adapters in the user's
+        folders: move it to the demo dir before the first scan, so it is never listed or served as a checkpoint."""
+        from pictale.engine import models
+
+        if (self.directory / "tiny-sd15" / "model_index.json").is_file():
+            models.demo_entry(self.settings.demo_path, self.settings.models_path)
+
+    def demo(self) -> ModelEntry:
+        """The demo model (written on first use in `DATA_DIR/demo/`), remembered so lists show it."""
+        from pictale.engine import models
+
+        entry = models.demo_entry(self.settings.demo_path, self.settings.models_path)
+        self.remember(entry)
+        return entry
+
     def refresh(self) -> list[ModelEntry]:
         from pictale.engine import models  # lazy: the ML stack stays out of API import time
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._entries = models.scan_checkpoints(self.directory)
+        skipped: dict[str, str] = {}
+        self._entries = models.scan_checkpoints(self.directory, skipped)
+        self.skipped = skipped
         return self.entries
 
     @property
@@ -40,6 +60,14 @@ class ModelCatalog:
     def remember(self, entry: ModelEntry) -> None:
         if all(e.filename != entry.filename for e in self.entries):
             self._extra.append(entry)
+
+    def refuse_unloadable(self, name: str) -> None:
+        """CheckpointUnloadable (422) when `name` is a file of the models dir that was skipped: it cannot load."""
+        bare = name.strip().split(" [", 1)[0]
+        for rel, why in self.skipped.items():
+            stem = str(Path(rel).with_suffix("")) if rel.endswith(".safetensors") else rel
+            if bare in (rel, stem, Path(rel).name, Path(stem).name, stem.replace("/", "_")):
+                raise CheckpointUnloadable(unloadable_message(rel, why), param="sd_model_checkpoint")
 
     def find(self, name: str) -> ModelEntry:
         """Match an A1111 title, a model name, a file name or a hash prefix; else resolve a path or hub id."""
@@ -55,16 +83,24 @@ class ModelCatalog:
         for entry in self.entries:
             if bare in (entry.model_name, Path(entry.filename).name):
                 return entry
+        self.refuse_unloadable(wanted)
         from pictale.engine import models
 
         try:
-            entry = models.resolve_model(wanted, self.settings.models_path)
+            entry = models.resolve_model(wanted, self.settings.models_path, self.settings.demo_path)
+        except ModelLoadError as exc:  # a path to a file that is no checkpoint pictale can load
+            raise CheckpointUnloadable(unloadable_message(wanted, exc.message), param="sd_model_checkpoint") from None
         except ModelNotFound:
             raise ModelNotFound(
                 f"model {wanted!r} not found; known models: {[e.title for e in self.entries]}", param="model"
             ) from None
         self.remember(entry)
         return entry
+
+
+def unloadable_message(name: str, why: str) -> str:
+    """The 422 of a checkpoint that cannot load: its name, why, and that the current model still serves."""
+    return f"checkpoint {name!r} cannot be loaded: {why}; the current model stays loaded"
 
 
 A1111_OPTION_DEFAULTS: dict[str, Any] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from pictale.engine.demo.layout import is_tiny
 from pictale.service.generation import GenerationService
 from pictale.service.scoring import ScorerHolder
 from pictale.storage.blobs import BlobStore
@@ -44,9 +45,8 @@ def make_book_runner(service: GenerationService, db: Database, llm: LLMHolder | 
 
     llm = llm or LLMHolder(settings)
 
-    def demo() -> bool:  # the tiny demo/test models pair with the tiny CLIP
-        entry = service.current_model
-        return entry is not None and entry.model_name.startswith("tiny-")
+    def demo() -> bool:  # tiny models pair with the tiny CLIP (known by what they are, not by their names)
+        return is_tiny(service.current_model)
 
     return BookRunner(service, BookStore(db), book_images(settings), ScorerHolder(settings, demo), character, llm)
 

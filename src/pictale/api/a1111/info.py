@@ -12,8 +12,9 @@ from safetensors import safe_open
 
 from pictale.api.a1111.schemas import LATENT_UPSCALE_MODES, PIXEL_UPSCALERS
 from pictale.api.auth import require_auth
-from pictale.api.deps import service
+from pictale.api.deps import owner, service
 from pictale.core.samplers import SAMPLERS_API, SCHEDULERS_API
+from pictale.service.avatars import a1111_embeddings, a1111_lora_avatars
 
 router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(require_auth)])
 
@@ -88,8 +89,11 @@ async def prompt_styles(request: Request) -> list[dict[str, str]]:
 
 
 @router.get("/embeddings")
-async def embeddings() -> dict[str, Any]:
-    return {"loaded": {}, "skipped": {}}
+async def embeddings(request: Request) -> dict[str, Any]:
+    """The caller's embedding avatars, keyed by the token that applies them in a prompt."""
+    svc = service(request)
+    family = getattr(svc.engine, "family", None) if svc.current_model is not None else None
+    return await run_in_threadpool(a1111_embeddings, svc.avatars, owner(request), family)
 
 
 @router.get("/scripts")
@@ -109,7 +113,12 @@ async def extensions() -> list[dict[str, Any]]:
 
 @router.get("/loras")
 async def loras(request: Request) -> list[dict[str, Any]]:
-    return await run_in_threadpool(_scan_loras, service(request).settings.loras_path)
+    """The caller's LoRA avatars, then the `.safetensors` files of the Lora dir (an avatar wins a shared name)."""
+    svc = service(request)
+    avatars = await run_in_threadpool(a1111_lora_avatars, svc.avatars, owner(request))
+    names = {a["name"] for a in avatars}
+    files = await run_in_threadpool(_scan_loras, svc.loras_dir)
+    return avatars + [f for f in files if f["name"] not in names]
 
 
 @router.post("/refresh-loras")

@@ -87,7 +87,9 @@ def context(svc: GenerationService) -> Context:
     models = svc.catalog.entries
     # the configured checkpoint, not the loaded one: a per-request override may still be loaded
     configured = find_checkpoint(models, str(svc.options.get("sd_model_checkpoint") or "")) or svc.current_model
-    return Context(svc.settings, models, configured, clip_skip, partial(profile_for, svc.settings))
+    return Context(
+        svc.settings, models, configured, clip_skip, partial(profile_for, svc.settings), svc.catalog.refuse_unloadable
+    )
 
 
 @router.post("/images/generations", openapi_extra=_json_body_doc(ImagesRequest))

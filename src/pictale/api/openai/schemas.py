@@ -57,6 +57,8 @@ class Context:
     clip_skip: int = 1
     profile_for: Callable[[ModelEntry], Profile] | None = None
     """The model's defaults (few-step models: their sampler, steps, CFG, size); None: the standard ones."""
+    refuse_unloadable: Callable[[str], None] | None = None
+    """Raises the 4xx of a name that is a checkpoint file in the models dir which cannot load."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,12 @@ class ImagesRequest(BaseModel):
         return mode == "blockentropy" or (self.model or "").strip().lower().startswith("be-")
 
     def checkpoint(self, ctx: Context) -> ModelEntry | None:
-        """The checkpoint `model` names, or None (OpenAI names like "dall-e-3" use the loaded model)."""
-        return find_checkpoint(ctx.models, self.model or "")
+        """The checkpoint `model` names, or None (OpenAI names like "dall-e-3" use the loaded model); a checkpoint
+        file that cannot load is a 400 naming it."""
+        found = find_checkpoint(ctx.models, self.model or "")
+        if found is None and self.model and ctx.refuse_unloadable is not None:
+            ctx.refuse_unloadable(self.model)
+        return found
 
     def profile(self, ctx: Context) -> Profile:
         """Defaults for what the client left unset: DPM++ 2M, 20 steps, CFG 7, or a few-step model's own."""
