@@ -174,6 +174,17 @@ def test_shared_read_routes_answer_every_key(app):
     assert app.post("/sdapi/v1/refresh-loras", headers=bearer(app.bob)).status_code == 200
 
 
+def test_lora_files_show_their_server_path_to_admins_only(app, tiny_models):
+    svc = app.app.state.service
+    folder = svc.loras_dir / "styles"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ink.safetensors").write_bytes(tiny_models["lora_peft"].read_bytes())
+    by_admin = {f["name"]: f["path"] for f in app.get("/sdapi/v1/loras", headers=bearer(app.admin)).json()}
+    by_bob = {f["name"]: f["path"] for f in app.get("/sdapi/v1/loras", headers=bearer(app.bob)).json()}
+    assert by_admin["ink"] == str(folder / "ink.safetensors")
+    assert by_bob["ink"] == "styles/ink.safetensors"
+
+
 def test_open_mode_keeps_the_global_behaviour(tmp_path, tiny_models):
     """One local user: progress and interrupt act on whatever runs, whoever submitted it (e.g. the CLI)."""
     with make_app(tmp_path, tiny_models) as c:

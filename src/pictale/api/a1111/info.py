@@ -118,6 +118,8 @@ async def loras(request: Request) -> list[dict[str, Any]]:
     avatars = await run_in_threadpool(a1111_lora_avatars, svc.avatars, owner(request))
     names = {a["name"] for a in avatars}
     files = await run_in_threadpool(_scan_loras, svc.loras_dir)
+    if not request.state.principal.is_admin:  # the server's file system is for admins (as cmd-flags)
+        files = [f | {"path": os.path.relpath(f["path"], svc.loras_dir)} for f in files]
     return avatars + [f for f in files if f["name"] not in names]
 
 
