@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pictale.jobs.queue import Job
-from pictale.service.webhooks import WebhookSender
+from pictale.service.webhooks.sender import WebhookSender
 from tests.api.conftest import decode, make_client, png_b64
 
 FAST = {"prompt": "a photo of a cat", "steps": 3, "width": 64, "height": 64, "seed": 7}

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pictale.service.webhooks import WebhookSender
+from pictale.service.webhooks.sender import WebhookSender
 from pictale.storage.webhooks import DeliveryStore
 from tests.api.test_keys_api import bearer, make_app
 

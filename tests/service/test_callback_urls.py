@@ -9,7 +9,7 @@ import re
 import pytest
 
 from pictale.core.errors import CallbackRefused
-from pictale.service.callback_urls import check_callback_url
+from pictale.service.webhooks.urls import check_callback_url
 
 
 def no_lookup(host, port):

@@ -13,8 +13,8 @@ from pictale.core.errors import CheckpointUnloadable, InvalidRequest, ModelLoadE
 from pictale.core.images import (
     overlay_result,
 )
-from pictale.core.limits import MIN_SIZE, SEED_MAX, check_dimension, check_finite, check_seed, check_text
-from pictale.core.types import GenerationSpec, HiresSpec, Mode, ModelEntry
+from pictale.core.limits import SEED_MAX, check_finite
+from pictale.core.types import GenerationSpec, Mode, ModelEntry
 from pictale.engine.demo.layout import DEMO_NAME, is_demo
 from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
@@ -22,6 +22,7 @@ from pictale.service.avatars import OwnerResolver, avatar_infotext
 from pictale.service.batching import batch_key
 from pictale.service.characters import expand_characters
 from pictale.service.img2img import prepare_images
+from pictale.service.limits import check_spec
 from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog, unloadable_message
 from pictale.service.previews import LivePreviews, preview_every
 from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
@@ -209,94 +210,14 @@ class GenerationService:
         return self.submit(spec, **kw).future.result()
 
     def normalize(self, spec: GenerationSpec) -> GenerationSpec:
-        """Every limit checked before the job is queued (core.limits: one rule per field for every dialect);
-        sizes floored to multiples of 8 as A1111 does."""
-        s = self.settings
-        check_seed(spec.seed, "seed")
-        check_seed(spec.subseed, "subseed")
-        for name in ("cfg_scale", "subseed_strength", "denoising_strength"):
-            check_finite(getattr(spec, name), name)
-        check_dimension(spec.width, "width", s.max_width, "--max-width")
-        check_dimension(spec.height, "height", s.max_height, "--max-height")
-        width, height = spec.width // 8 * 8, spec.height // 8 * 8
-        if not 1 <= spec.steps <= s.max_steps:
-            raise InvalidRequest(f"steps must be from 1 to {s.max_steps} (got {_short(spec.steps)})", param="steps")
-        for name in ("batch_size", "n_iter"):
-            value = getattr(spec, name)
-            if not 1 <= value <= s.max_batch_images:
-                raise InvalidRequest(f"{name} must be from 1 to {s.max_batch_images} (got {_short(value)})", param=name)
-        if spec.total_images > s.max_batch_images:
-            raise InvalidRequest(
-                f"batch_size x n_iter = {spec.total_images} images is above the limit of {s.max_batch_images}",
-                param="batch_size",
-            )
-        if not 0.0 <= spec.subseed_strength <= 1.0:
-            raise InvalidRequest("subseed_strength must be between 0 and 1", param="subseed_strength")
-        self._check_prompts(spec)
-        if spec.hires is not None:
-            self._check_hires(spec.hires, width, height, spec.steps)
-        if not 0.0 <= spec.denoising_strength <= 1.0:
-            raise InvalidRequest("denoising_strength must be between 0 and 1", param="denoising_strength")
-        if not 1 <= spec.clip_skip <= 12:
-            raise InvalidRequest(
-                f"clip_skip (A1111: CLIP_stop_at_last_layers) must be from 1 to 12 (got {_short(spec.clip_skip)})",
-                param="CLIP_stop_at_last_layers",
-            )
-        if not 0 <= spec.mask_blur <= 64:
-            raise InvalidRequest(f"mask_blur must be from 0 to 64 (got {_short(spec.mask_blur)})", param="mask_blur")
-        if not 0 <= spec.inpaint_full_res_padding <= max(s.max_width, s.max_height):
-            raise InvalidRequest(
-                f"inpaint_full_res_padding must be from 0 to {max(s.max_width, s.max_height)} "
-                f"(got {_short(spec.inpaint_full_res_padding)})",
-                param="inpaint_full_res_padding",
-            )
+        """Every limit checked before the job is queued (service.limits); sizes floored to multiples of 8."""
+        spec = check_spec(self.settings, spec)
         if spec.model:
             try:
                 self.catalog.find(spec.model)
             except ModelNotFound as exc:
                 raise ModelNotFound(exc.message, param="sd_model_checkpoint") from None
-        return replace(spec, width=width, height=height)
-
-    def _check_prompts(self, spec: GenerationSpec) -> None:
-        limit = self.settings.max_prompt_chars
-        for field, texts in (
-            ("prompt", [spec.prompt, *spec.extra.get("prompts", ())]),
-            ("negative_prompt", [spec.negative_prompt, *spec.extra.get("negative_prompts", ())]),
-        ):
-            for text in texts:
-                check_text(text, field, limit)
-        if spec.hires is not None:
-            check_text(spec.hires.prompt, "hr_prompt", limit)
-            check_text(spec.hires.negative_prompt, "hr_negative_prompt", limit)
-
-    def _check_hires(self, hires: HiresSpec, width: int, height: int, steps: int) -> None:
-        s = self.settings
-        check_finite(hires.scale, "hr_scale")
-        check_finite(hires.denoising_strength, "hr_denoising_strength")
-        if hires.scale <= 0 and not (hires.resize_x or hires.resize_y):
-            raise InvalidRequest(f"hr_scale must be above 0 (got {hires.scale})", param="hr_scale")
-        if hires.resize_x < 0 or hires.resize_y < 0:
-            raise InvalidRequest("hr_resize_x and hr_resize_y must not be negative", param="hr_resize_x")
-        if max(hires.resize_x, hires.resize_y) > 8 * max(s.max_width, s.max_height) or hires.scale > 64:
-            raise InvalidRequest(
-                f"{'hr_resize_x/hr_resize_y' if hires.resize_x or hires.resize_y else 'hr_scale'}: hires size is above "
-                f"the maximum of {s.max_width}x{s.max_height}",
-                param="hr_resize_x" if hires.resize_x or hires.resize_y else "hr_scale",
-            )
-        hw, hh = hires.target_size(width, height)
-        if hw > s.max_width or hh > s.max_height or hw < MIN_SIZE or hh < MIN_SIZE:
-            raise InvalidRequest(
-                f"{'hr_resize_x/hr_resize_y' if hires.resize_x or hires.resize_y else 'hr_scale'}: hires size "
-                f"{hw}x{hh} is outside {MIN_SIZE}x{MIN_SIZE}..{s.max_width}x{s.max_height}",
-                param="hr_resize_x" if hires.resize_x or hires.resize_y else "hr_scale",
-            )
-        if not 0 <= hires.second_pass_steps <= s.max_steps:
-            raise InvalidRequest(
-                f"hr_second_pass_steps must be from 0 to {s.max_steps} (got {_short(hires.second_pass_steps)})",
-                param="hr_second_pass_steps",
-            )
-        if not 0.0 <= hires.denoising_strength <= 1.0:
-            raise InvalidRequest("hr denoising_strength must be between 0 and 1", param="hr_denoising_strength")
+        return spec
 
     def compile(self, spec: GenerationSpec, owner: str) -> tuple[GenerationSpec, PromptTexts]:
         """Expand characters, parse avatar tokens (422 on any problem, before queueing); texts go to the encoder."""
@@ -454,12 +375,6 @@ class GenerationService:
             interrupted=out.interrupted,
             extra_params={k: v for k, v in extra.items() if v is not None},
         )
-
-
-def _short(value: int) -> str:
-    """A number as the client sent it, cut when it is absurdly long (2**70 stays readable)."""
-    text = str(value)
-    return text if len(text) <= 12 else text[:12] + "..."
 
 
 def _per_image(values: list[str], n: int) -> list[str]:

@@ -12,8 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from pictale.api.auth import require_auth
 from pictale.core.types import Principal
-from pictale.service.outbox import WebhookOutbox
-from pictale.service.webhooks import WebhookSender
+from pictale.service.webhooks.outbox import WebhookOutbox
+from pictale.service.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 from pictale.core.config import Settings
 from pictale.core.errors import CallbackRefused
 from pictale.jobs.queue import Job
-from pictale.service.callback_urls import check_callback_url
-from pictale.service.webhooks import WebhookSender
+from pictale.service.webhooks.sender import WebhookSender
+from pictale.service.webhooks.urls import check_callback_url
 from pictale.storage.db import Database
 from pictale.storage.webhooks import Delivery, DeliveryStore, SecretStore
 
