@@ -27,7 +27,7 @@ from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 
 from live_server import start_server
 from pictale.engine.tiny import write_tiny_models
-from pictale.engine.tiny_clip import write_tiny_clip
+from pictale.engine.tiny.clip import write_tiny_clip
 
 PAGES = [
     "Sasha wakes up early and looks out of the window at the snowy garden.",

@@ -17,8 +17,8 @@ from pictale.core.errors import UnsupportedFeature
 from pictale.core.types import AvatarKind, AvatarRef, GenerationSpec, HiresSpec
 from pictale.engine import models
 from pictale.engine.engine import Engine
-from pictale.engine.family_support import check_avatars, check_ip_adapter_files
-from pictale.engine.tiny_sd3_adapters import instantx_key
+from pictale.engine.families.support import check_avatars, check_ip_adapter_files
+from pictale.engine.tiny.sd3_adapters import instantx_key
 
 
 def _noise_image(seed: int, size=(48, 40)) -> Image.Image:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pictale.core.config import Settings
-from pictale.engine.tiny_clip import write_tiny_clip
+from pictale.engine.tiny.clip import write_tiny_clip
 from pictale.service.scoring import ScorerHolder
 
 

@@ -35,10 +35,10 @@ from pictale.core.errors import ModelLoadError, UnsupportedFeature
 from pictale.core.images import resize_image
 from pictale.core.types import AvatarKind, AvatarRef, Mode
 from pictale.engine.checks.adapter_fit import ModelDims, check_adapter_fit, controlnet_folder
-from pictale.engine.family_support import T5_FAMILIES, check_avatars, lora_mismatch_message
+from pictale.engine.families.sd3_ip_adapter import SD3IPAdapter, sd3_embeds_kwargs
+from pictale.engine.families.support import T5_FAMILIES, check_avatars, lora_mismatch_message
 from pictale.engine.ip_adapters import IPAdapterSlots, batch_embeds, ip_files
 from pictale.engine.models import read_safetensors_header
-from pictale.engine.sd3_ip_adapter import SD3IPAdapter, sd3_embeds_kwargs
 
 MAX_LORAS = 16
 _KIND_ORDER = {AvatarKind.FACE: 0, AvatarKind.STYLE: 1, AvatarKind.POSE: 2, AvatarKind.LORA: 3, AvatarKind.EMBEDDING: 4}

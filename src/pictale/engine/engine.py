@@ -16,7 +16,7 @@ from PIL import Image
 
 from pictale.core.errors import JobCancelled, ModelLoadError
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
-from pictale.engine import models, previews, samplers, t5_family
+from pictale.engine import models, previews, samplers
 from pictale.engine.adapters import AvatarAdapters, JobAdapters
 from pictale.engine.batching import (
     BatchItem,
@@ -29,7 +29,8 @@ from pictale.engine.batching import (
 )
 from pictale.engine.checks.adapter_fit import check_adapter_fit, unet_dims
 from pictale.engine.demo.layout import adapter_roots
-from pictale.engine.family_support import T5_FAMILIES
+from pictale.engine.families import t5 as t5_family
+from pictale.engine.families.support import T5_FAMILIES
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
 from pictale.engine.run import EngineResult, RunControl, run_batches, step_callback

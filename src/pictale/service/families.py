@@ -9,7 +9,7 @@ from typing import Any
 
 from pictale.core.errors import PictaleError
 from pictale.core.types import GenerationSpec
-from pictale.engine.family_support import check_avatars, check_ip_adapter_files
+from pictale.engine.families.support import check_avatars, check_ip_adapter_files
 
 
 def job_family(service: Any, spec: GenerationSpec) -> str | None:

@@ -33,7 +33,7 @@ class ScorerHolder:
     def source(self) -> str | None:
         s = self.settings
         if s.clip_model == "tiny" or (not s.clip_model and not self._local() and self.demo()):
-            from pictale.engine.tiny_clip import ensure_tiny_clip  # lazy: it imports torch
+            from pictale.engine.tiny.clip import ensure_tiny_clip  # lazy: it imports torch
 
             return str(ensure_tiny_clip(s.demo_path))
         return s.clip_model or self._local()

@@ -18,7 +18,7 @@ from typing import Any
 
 from pictale.core.errors import PictaleError, UnsupportedFeature
 from pictale.core.types import AvatarKind, AvatarRef
-from pictale.engine.family_support import IP_KINDS, T5_FAMILIES, applied, family_label
+from pictale.engine.families.support import IP_KINDS, T5_FAMILIES, applied, family_label
 from pictale.engine.models import read_safetensors_header
 
 TINY_WIDTH = 64

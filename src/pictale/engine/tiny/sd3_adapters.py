@@ -23,7 +23,7 @@ from diffusers.models.attention_processor import SD3IPAdapterJointAttnProcessor2
 from diffusers.models.embeddings import IPAdapterTimeImageProjection
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from pictale.engine.tiny_adapters import ADAPTER_SEED, _atomic_dir, _atomic_save
+from pictale.engine.tiny.adapters import ADAPTER_SEED, _atomic_dir, _atomic_save
 
 SD3_IP_SEED = ADAPTER_SEED + 40
 SD3_ENCODER_SEED = ADAPTER_SEED + 41

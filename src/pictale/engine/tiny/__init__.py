@@ -45,7 +45,7 @@ from pictale.engine.configs import packaged_config_dir
 from pictale.engine.demo.layout import DEMO_FOLDER
 from pictale.engine.models import CONFIG_DIR_SUFFIX
 from pictale.engine.singlefile import pipeline_to_ldm
-from pictale.engine.tiny_adapters import write_tiny_adapters
+from pictale.engine.tiny.adapters import write_tiny_adapters
 
 TINY_SEED = 1234
 TINY_SD15_NAME = "tiny-sd15"
@@ -221,9 +221,9 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
     Keys: sd15, sdxl, sd3 (folders), {sd15,sdxl}_single, {sd15,sdxl}_config, the adapters' keys, and clip
     (the tiny CLIP scorer of book pages).
     """
-    from pictale.engine.tiny_clip import write_tiny_clip
-    from pictale.engine.tiny_sd3 import write_tiny_sd3  # it builds on this module
-    from pictale.engine.tiny_sd3_adapters import write_tiny_sd3_ip_adapter
+    from pictale.engine.tiny.clip import write_tiny_clip
+    from pictale.engine.tiny.sd3 import write_tiny_sd3  # it builds on this module
+    from pictale.engine.tiny.sd3_adapters import write_tiny_sd3_ip_adapter
 
     root = Path(root)
     paths: dict[str, Path] = {}

@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from pictale.core.types import GenerationSpec, Mode
-from pictale.engine.family_support import check_avatars
-from pictale.engine.flow_samplers import make_flow_scheduler, requested_name
+from pictale.engine.families.flow_samplers import make_flow_scheduler, requested_name
+from pictale.engine.families.support import check_avatars
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
 from pictale.engine.run import EngineResult, RunControl, run_batches, step_callback
