@@ -222,6 +222,7 @@ def generate(
                 bar.update(task, description=f"image {p.batch_no + 1}/{n}", completed=p.step, total=p.total or steps)
                 futures.wait([job.future], timeout=0.1)
             result = job.future.result()
+            bar.update(task, description=f"image {n}/{n}", completed=steps, total=steps)  # the end, always shown
     except PictaleError as exc:
         fail(exc.message)
     finally:
