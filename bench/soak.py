@@ -218,7 +218,7 @@ def _drive(base: str, mix: list, clients: int, pid: int) -> dict:
                     out["codes"][label][status] += 1
                     if status not in ok:
                         out["unexpected"].append((label, status))
-                    if i in (200, len(mix)):
+                    if i % 100 == 0 or i == len(mix):
                         out["rss"][i] = rss_kib(pid)
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
@@ -244,6 +244,7 @@ def _report(stats: dict, book_state: str) -> None:
     if first and last:
         drift = 100 * (last - first) / first
         print(f"RSS at request 200: {first / 1024:.0f} MiB; at {total}: {last / 1024:.0f} MiB; drift {drift:+.1f} %")
+        print("RSS every 100 requests (MiB):", " ".join(f"{rss[k] / 1024:.0f}" for k in sorted(rss)))
     print(f"book: {book_state}")
     print(f"{'route':28} {'n':>5} {'p50 ms':>8} {'p95 ms':>8}  statuses")
     for label in sorted(stats["lat"]):

@@ -120,7 +120,7 @@ def test_a_failing_batch_fails_each_job_and_the_worker_goes_on(queue):
     for job in jobs:
         with pytest.raises(RuntimeError):
             job.future.result(5)
-        assert job.state is JobState.FAILED and job.events.snapshot()[-1].data["type"] == "RuntimeError"
+        assert job.state is JobState.FAILED and job.events.snapshot()[-1].data["code"] == "internal_error"
     assert queue.submit(Job(work=lambda job: 7)).future.result(5) == 7
 
 
@@ -190,3 +190,43 @@ def test_regrouping_is_bounded(queue):
     later = queue.submit(rec.job("later"))
     go.set()
     assert lead.future.result(5) is False and later.future.result(5) == "alone:later"
+
+
+class Pixels:
+    """A result that holds pixels until it is asked to let them go."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.pixels: list[int] | None = [n] * 1000
+
+    def release_pixels(self) -> None:
+        self.pixels = None
+
+
+def test_old_finished_jobs_let_go_of_pixels_and_previews(queue):
+    """A long-running server keeps up to keep_max finished jobs readable; past the newest KEEP_FULL, each keeps
+    its result and events but not its work, pixels or preview images (bounded memory, the soak's RSS drift)."""
+    from pictale.jobs.queue import KEEP_FULL
+
+    def work(n):
+        def run(job: Job) -> Pixels:
+            job.report(1, 1, preview="data:image/png;base64,AAAA")
+            return Pixels(n)
+
+        return run
+
+    jobs = []
+    for n in range(KEEP_FULL + 3):  # one at a time: the queue holds 8
+        jobs.append(queue.submit(Job(work=work(n), kind="test")))
+        jobs[-1].future.result(timeout=10)
+    queue.submit(Job(work=lambda job: None, kind="test")).future.result(timeout=10)  # a submit tidies up
+    old, recent = jobs[:3], jobs[-KEEP_FULL + 1 :]
+    for job in old:
+        result = job.future.result()
+        assert (result.n, result.pixels, job.work, job.preview) == (jobs.index(job), None, None, None)
+        steps = [e for e in job.events.snapshot() if e.type == "step"]
+        assert steps and all("preview" not in e.data for e in steps)
+        assert queue.get(job.id) is job  # still readable
+    for job in recent:
+        assert job.future.result().pixels is not None and job.work is not None
+        assert any("preview" in e.data for e in job.events.snapshot() if e.type == "step")

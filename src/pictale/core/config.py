@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     """Most images the worker runs as one batch when queued requests can share it."""
     compat: str | None = None
     """"blockentropy": accept that service's quirks on the OpenAI routes (n is the seed, ...)."""
+    job_retention_minutes: int = 60
+    """Finished jobs stay readable (GET /v1/jobs/{id}, events) this long..."""
+    jobs_kept: int = 256
+    """...and at most this many of them (the newest), so a busy server's memory stays bounded."""
     file_ttl_minutes: int = 60
     """How long `url` responses stay fetchable."""
     callback_timeout: float = 10.0

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 TERMINAL = frozenset({"done", "failed", "cancelled"})
@@ -45,6 +45,11 @@ class EventLog:
     def closed(self) -> bool:
         return self._closed
 
+    def drop_previews(self) -> None:
+        """Old events keep their steps but let go of their preview images (a finished job's log stays small)."""
+        with self._cond:
+            self._events = [_without_preview(e) for e in self._events]
+
     def snapshot(self) -> list[JobEvent]:
         with self._cond:
             return list(self._events)
@@ -68,3 +73,9 @@ class EventLog:
                 return
             if not pending:
                 await asyncio.to_thread(self.wait, i, poll)
+
+
+def _without_preview(event: JobEvent) -> JobEvent:
+    if "preview" not in event.data:
+        return event
+    return replace(event, data={k: v for k, v in event.data.items() if k != "preview"})

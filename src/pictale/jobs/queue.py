@@ -34,6 +34,8 @@ __all__ = ["Batchable", "Job", "JobQueue", "JobState", "Progress", "QueueFull", 
 log = logging.getLogger(__name__)
 
 MAX_REGROUPS = 2
+KEEP_FULL = 32
+"""Finished jobs kept whole (pixels, previews); older ones keep only what reads of them need."""
 """Times a job's run may start over to take in company (bounds the work thrown away)."""
 
 
@@ -110,6 +112,7 @@ class Job:
     _ended: threading.Lock = field(default_factory=threading.Lock)
     _queue: JobQueue | None = None
     _regroups: int = 0
+    _compacted: bool = False
 
     # -- flags checked by the running work ---------------------------------------------------------
     @property
@@ -175,6 +178,20 @@ class Job:
         """End a running job as cancelled now (its future fails), e.g. one that left a batch that goes on."""
         return self._end(JobCancelled(f"the job was {reason}"), reason=reason)
 
+    def compact(self) -> None:
+        """Let go of what only the run needed, once (reads of the finished job still work)."""
+        if self._compacted or self.finished is None:
+            return
+        self._compacted = True
+        self.work = None
+        self.batch = None
+        self.preview = None
+        if self.future.done() and not self.future.cancelled() and self.future.exception() is None:
+            release = getattr(self.future.result(), "release_pixels", None)
+            if release is not None:
+                release()
+        self.events.drop_previews()
+
     def _end(self, outcome: Any, **data: Any) -> bool:
         """End the job with what its work returned or raised (once; False if it had already ended)."""
         if isinstance(outcome, JobCancelled):
@@ -182,7 +199,7 @@ class Job:
             data.setdefault("reason", str(outcome))
         elif isinstance(outcome, BaseException):
             state, event = JobState.FAILED, "failed"
-            data = {"error": getattr(outcome, "message", None) or str(outcome), "type": type(outcome).__name__}
+            data = {"error": getattr(outcome, "message", None) or "internal error", "code": _code(outcome)}
         else:
             state, event = JobState.DONE, "done"
         with self._ended:
@@ -196,6 +213,11 @@ class Job:
             self.future.set_result(outcome)
         self.events.emit(event, **data)
         return True
+
+
+def _code(exc: BaseException) -> str:
+    """What a failed event says the error was: pictale's code, never a Python class name."""
+    return exc.code if isinstance(exc, PictaleError) else "internal_error"
 
 
 class JobQueue:
@@ -255,6 +277,14 @@ class JobQueue:
         finished = sorted((j for j in self._jobs.values() if j.finished is not None), key=lambda j: j.finished)
         for j in finished[: max(0, len(finished) - self.keep_max)]:
             del self._jobs[j.id]
+        self._compact_old()
+
+    def _compact_old(self) -> None:
+        """Finished jobs past the newest KEEP_FULL keep what reads need (images, infotexts, events) and let go of
+        what only their run needed (work, pixels, previews): a thousand retained jobs stay small."""
+        finished = sorted((j for j in self._jobs.values() if j.finished is not None), key=lambda j: j.finished)
+        for j in finished[: max(0, len(finished) - KEEP_FULL)]:
+            j.compact()
 
     def _withdraw(self, job: Job) -> None:
         """A queued job was cancelled: it leaves the queue and ends now."""

@@ -51,7 +51,12 @@ class GenerationService:
 
     def __init__(self, settings: Settings, engine: Any | None = None) -> None:
         self.settings = settings
-        self.queue = JobQueue(settings.queue_size, batch_max=settings.batch_max)
+        self.queue = JobQueue(
+            settings.queue_size,
+            batch_max=settings.batch_max,
+            retention=settings.job_retention_minutes * 60,
+            keep_max=settings.jobs_kept,
+        )
         self.catalog = ModelCatalog(settings)
         self.styles = StyleStore(settings.data_dir / "styles.csv")
         self._engine = engine

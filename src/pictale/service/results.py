@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pictale import __version__
@@ -30,6 +30,21 @@ class GenerationResult:
     interrupted: bool = False
     job_timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
     extra_params: dict[str, Any] = field(default_factory=dict)
+
+    def pixels(self) -> list[Any]:
+        """The decoded images (decoded again from the encoded ones if a retained result let them go)."""
+        if not self.pil_images and self.images:
+            import io
+
+            from PIL import Image
+
+            self.pil_images = [Image.open(io.BytesIO(data)).convert("RGB") for data in self.images]
+        return self.pil_images
+
+    def release_pixels(self) -> None:
+        """A retained result keeps its encoded images and texts; decoded pixels and input images go."""
+        self.pil_images = []
+        self.spec = replace(self.spec, init_images=(), mask=None)
 
     def info(self) -> dict[str, Any]:
         """A1111's `info` object (the API sends it JSON-encoded as a string)."""

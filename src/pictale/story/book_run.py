@@ -217,8 +217,8 @@ class BookRun:
         scores: list[ranking.Scores | None] = [None] * len(result.images)
         feats: list[list[float]] = []
         if scorer is not None:
-            scores, feats = self._on_worker(lambda: self._score(page, result.pil_images, scorer, chars))
-        for i, pil in enumerate(result.pil_images):
+            scores, feats = self._on_worker(lambda: self._score(page, result.pixels(), scorer, chars))
+        for i, pil in enumerate(result.pixels()):
             s = scores[i]
             infotext = result.infotexts[i]
             if s is not None:

@@ -105,4 +105,6 @@ def error_json(job: Job) -> dict[str, Any] | None:
     if isinstance(exc, PictaleError):
         kind = "invalid_request_error" if 400 <= exc.status < 500 else "server_error"
         return {"message": exc.message, "type": kind, "code": exc.code, "param": exc.param}
-    return {"message": f"{type(exc).__name__}: {exc}", "type": "server_error", "code": "internal_error", "param": None}
+    # the server log has the traceback; the client learns that it failed, not Python's words for it
+    message = "internal error: the server log has the details"
+    return {"message": message, "type": "server_error", "code": "internal_error", "param": None}

@@ -172,7 +172,7 @@ def encode_outputs(result: GenerationResult, delivery: Delivery) -> list[bytes]:
     if fmt is None:
         return list(result.images)
     out = []
-    for data, img, text in zip(result.images, result.pil_images, result.infotexts, strict=False):
+    for data, img, text in zip(result.images, result.pixels(), result.infotexts, strict=False):
         if sniff(data) == fmt and delivery.output_compression is None:
             out.append(data)
         else:
