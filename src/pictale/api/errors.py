@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -92,8 +92,7 @@ def body_problem(request: Request, errors: list[dict]) -> PictaleError | None:
 
 def _route_reads_form(request: Request) -> bool:
     body_field = getattr(request.scope.get("route"), "body_field", None)
-    info = getattr(body_field, "field_info", None)
-    return type(info).__name__ in ("Form", "File")
+    return isinstance(getattr(body_field, "field_info", None), params.Form)  # File is a Form too
 
 
 def _render(request: Request, exc: PictaleError) -> JSONResponse:

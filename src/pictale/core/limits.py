@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, ValidationInfo
 
 from pictale.core.errors import InvalidRequest
+from pictale.core.images import parse_size
 
 SEED_MAX = 2**32 - 1
 """Seeds are 32-bit, as A1111's (its clients send up to 2^32-1); -1 means a random one. Anything else is a
@@ -53,8 +54,6 @@ def check_size_text(text: str, *, max_width: int, max_height: int, field: str = 
     """A "WIDTHxHEIGHT" string, validated (never silently rounded): multiples of 8 within the limits.
 
     None when `text` does not look like a size at all (the caller names its own expected forms)."""
-    from pictale.core.images import parse_size
-
     size = parse_size(text)
     if size is None:
         return None
