@@ -150,3 +150,24 @@ def test_debug_after_the_default_turns_the_library_switches_back(monkeypatch):
     output.configure_logging("info")
     assert os.environ["TRANSFORMERS_VERBOSITY"] == "info"
     output.configure_logging("warning")
+
+
+def test_the_demo_warning_appears_once(tmp_path):
+    """No model anywhere: the demo is served, and its warning is printed once (in the banner), not also logged."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "pictale", "serve", "--data-dir", str(tmp_path), "--port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    env.pop("PICTALE_MODEL", None)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("╰"):  # the banner's bottom border: it has been printed whole
+                break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        seen.append(proc.stdout.read())
+    text = "".join(seen)
+    assert text.count("NO MODEL FOUND") == 1, text

@@ -39,7 +39,10 @@ def create_app(
     settings: Settings | None = None,
     service: GenerationService | None = None,
     on_started: Callable[[GenerationService], None] | None = None,
+    *,
+    log_notes: bool = True,
 ) -> FastAPI:
+    """The app; `log_notes=False` when a banner shows the start-up notes (the demo warning appears once)."""
     settings = settings or Settings()
     svc = service or GenerationService(settings)
     # The database is migrated here, not in the lifespan, so auth works even for a client that never
@@ -58,7 +61,7 @@ def create_app(
             log.info("removed %d unreferenced avatar blobs", len(removed))
         await run_in_threadpool(app.state.files.purge)
         entry = await run_in_threadpool(svc.start)
-        if on_started is None:  # `pictale serve` shows the notes in its banner: once, not twice
+        if log_notes:  # `pictale serve` shows the notes in its banner: once, not twice
             for note in svc.startup_notes:
                 log.warning(note)
         log.info("serving %s; auth: %s", entry.title, await run_in_threadpool(app.state.auth.describe))

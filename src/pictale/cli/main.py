@@ -146,7 +146,11 @@ def serve(
         console.print(Panel("\n".join(lines), title="pictale", border_style=style))
 
     serving.run(
-        lambda: create_app(settings), settings.bind_host, settings.port, log_level=settings.log_level, on_started=banner
+        lambda: create_app(settings, log_notes=False),
+        settings.bind_host,
+        settings.port,
+        log_level=settings.log_level,
+        on_started=banner,
     )
 
 
