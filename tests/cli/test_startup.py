@@ -65,6 +65,18 @@ def test_bad_settings_are_one_line_naming_the_variable_or_flag(tmp_path):
         ], command
 
 
+def test_malformed_arguments_are_one_line(tmp_path):
+    # the help hint names the command as it was run (here `python -m pictale serve`)
+    r = pictale("serve", "--port", "abc", "--data-dir", tmp_path)
+    assert r.returncode == 2 and len(lines(r)) == 1, lines(r)
+    assert lines(r)[0].startswith(
+        "error: Invalid value for '--port': Input should be a valid integer, unable to parse string as an integer (see "
+    ) and lines(r)[0].endswith("pictale serve --help)")
+    r = pictale("generate", "--data-dir", tmp_path)
+    assert r.returncode == 2 and len(lines(r)) == 1, lines(r)
+    assert lines(r)[0].startswith("error: Missing argument 'prompt'. (see ")
+
+
 def test_missing_input_files_are_one_line(tmp_path):
     r = pictale("book", tmp_path / "story.txt", "--data-dir", tmp_path)
     assert r.returncode == 2

@@ -137,6 +137,9 @@ class OneLineErrors(TyperGroup):
 
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as exc:  # a malformed or missing argument (`--port abc`): one line too
+            command = f"{exc.ctx.command_path} --help" if exc.ctx is not None else "pictale --help"
+            fail(f"{exc.format_message()} (see {command})")
         except PictaleError as exc:
             logging.getLogger("pictale.cli").debug("traceback", exc_info=True)
             fail(exc.message)
