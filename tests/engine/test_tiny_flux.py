@@ -63,3 +63,31 @@ def test_schnell_ignores_guidance_and_dev_follows_it(folders):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="variant must be one of"):
         build_tiny_flux("pro")
+
+
+@pytest.mark.parametrize(
+    ("variant", "sampler", "label"),
+    [
+        ("schnell", "Euler", "Euler"),
+        ("schnell", "Euler a", "Euler"),
+        ("schnell", "Heun", "Euler"),  # FlowMatchHeun takes no sigmas: it never runs in a Flux pipeline
+        ("schnell", "DPM++ 2M", "Euler"),  # given `mu` without dynamic shifting, DPM++ asserts
+        ("schnell", "UniPC", "UniPC"),
+        ("dev", "Euler", "Euler"),
+        ("dev", "Heun", "Euler"),
+        ("dev", "DPM++ 2M", "DPM++ 2M"),
+        ("dev", "UniPC", "UniPC"),
+    ],
+)
+def test_flow_samplers_that_run_in_flux_pipelines(folders, variant, sampler, label):
+    """The A1111 sampler names map to flow schedulers that Flux's pipeline can drive (it always passes sigmas and
+    mu); what cannot run there falls back to Euler, and the label says what ran."""
+    from pictale.core.types import Mode
+    from pictale.engine.families.flow_samplers import FLUX_PIPELINE_ARGS, make_flow_scheduler
+
+    pipe = FluxPipeline.from_pretrained(folders[variant], local_files_only=True)
+    scheduler, ran = make_flow_scheduler(dict(pipe.scheduler.config), sampler, Mode.TXT2IMG, FLUX_PIPELINE_ARGS)
+    assert ran == label
+    pipe.scheduler = scheduler
+    image = _run(pipe, 3.5)
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()

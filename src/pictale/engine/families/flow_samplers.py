@@ -10,6 +10,10 @@ SD3 is a flow-matching model: the A1111 samplers exist only where diffusers has 
   pipeline draws its noise without the job's generator, so the same seed would not give the same image.
 
 A name is never refused (clients send "Euler a" by default); the returned label goes into the infotext.
+
+What the pipeline hands `set_timesteps` matters too (`pipeline_args`): SD3's passes `mu` only for dynamically
+shifted models; Flux's always passes `sigmas` and `mu`. A class that takes no `sigmas` (Heun), or a
+multistep solver given `mu` for a model without dynamic shifting (DPM++ 2M on FLUX.1 schnell), runs Euler instead.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from pictale.core.samplers import _find_sampler
 from pictale.core.types import Mode
 
 NATIVE = "Euler"
+FLUX_PIPELINE_ARGS = frozenset({"sigmas", "mu"})
+"""What diffusers' Flux pipelines always pass to `scheduler.set_timesteps`."""
 _FLOW_SIGMAS = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
 _BY_LABEL: dict[str, tuple[str, dict[str, Any]]] = {
     "Euler": ("FlowMatchEulerDiscreteScheduler", {}),
@@ -32,13 +38,19 @@ _BY_LABEL: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+_MU_NEEDS_DYNAMIC_SHIFTING = frozenset({"DPM++ 2M"})
+"""DPMSolverMultistepScheduler.set_timesteps asserts `use_dynamic_shifting` whenever it is given `mu`."""
+
+
 def requested_name(sampler: str | None) -> str:
     """The A1111 name a client asked for, spelled canonically ("euler a" -> "Euler a")."""
     found = _find_sampler(sampler or "")
     return found.name if found is not None else (sampler or NATIVE)
 
 
-def flow_label(sampler: str | None, mode: Mode, base_config: dict[str, Any]) -> str:
+def flow_label(
+    sampler: str | None, mode: Mode, base_config: dict[str, Any], pipeline_args: frozenset[str] = frozenset()
+) -> str:
     """The flow sampler that runs for the requested A1111 name in `mode` (one of `_BY_LABEL`)."""
     found = _find_sampler(sampler or "")
     label = found.name if found is not None and found.name in _BY_LABEL else NATIVE
@@ -48,12 +60,19 @@ def flow_label(sampler: str | None, mode: Mode, base_config: dict[str, Any]) -> 
     timesteps_args = set(inspect.signature(cls.set_timesteps).parameters)
     if base_config.get("use_dynamic_shifting") and "mu" not in timesteps_args:
         return NATIVE  # the pipeline passes `mu` to schedulers of dynamically shifted models
+    flow_sigmas = _BY_LABEL[label][1].get("use_flow_sigmas", False)
+    if "sigmas" in pipeline_args and not flow_sigmas and "sigmas" not in timesteps_args:
+        return NATIVE  # Flux hands a scheduler without flow sigmas its own sigmas (Heun takes none)
+    if "mu" in pipeline_args and label in _MU_NEEDS_DYNAMIC_SHIFTING and not base_config.get("use_dynamic_shifting"):
+        return NATIVE  # DPM++ given `mu` asserts dynamic shifting, which FLUX.1 schnell does not use
     return label
 
 
-def make_flow_scheduler(base_config: dict[str, Any], sampler: str | None, mode: Mode) -> tuple[Any, str]:
+def make_flow_scheduler(
+    base_config: dict[str, Any], sampler: str | None, mode: Mode, pipeline_args: frozenset[str] = frozenset()
+) -> tuple[Any, str]:
     """A NEW scheduler for (sampler, mode) built from the model's flow-matching config, and its label."""
-    label = flow_label(sampler, mode, base_config)
+    label = flow_label(sampler, mode, base_config, pipeline_args)
     cls_name, overrides = _BY_LABEL[label]
     cls = getattr(diffusers, cls_name)
     if label == NATIVE and str(base_config.get("_class_name", "")) == cls_name:
