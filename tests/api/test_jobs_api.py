@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import threading
@@ -14,6 +13,7 @@ from PIL import Image
 from pictale.jobs.queue import Job
 from pictale.service.webhooks.sender import WebhookSender
 from tests.api.conftest import decode, make_client, png_b64
+from tests.webhook_receiver import Receiver
 
 FAST = {"prompt": "a photo of a cat", "steps": 3, "width": 64, "height": 64, "seed": 7}
 LONG = {**FAST, "steps": 150}
@@ -357,42 +357,6 @@ def test_a_detected_lcm_model_runs_lcm_defaults(tmp_path, tiny_models):
 # -- webhooks ---------------------------------------------------------------------------------------
 
 
-class Receiver:
-    """A loopback-only HTTP receiver (127.0.0.1) that records POSTs and answers the given statuses in turn."""
-
-    def __init__(self, statuses=(200,)):
-        self.statuses = list(statuses)
-        self.calls: list[dict] = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
-                self.send_response(status)
-                self.end_headers()
-                with receiver.arrived:
-                    receiver.calls.append({"body": body, "headers": dict(self.headers), "status": status})
-                    receiver.arrived.notify_all()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, n: int, timeout: float = 30.0) -> list[dict]:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.calls) >= n, timeout), self.calls
-        return self.calls
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
     made: list[Receiver] = []
@@ -414,7 +378,7 @@ def test_webhook_called_once_with_the_final_job(client, receiver):
     assert len(calls) == 1
     body = calls[0]["body"]
     assert body["id"] == job["id"] and body["object"] == "job" and body["state"] == "done"
-    assert calls[0]["headers"]["X-Pictale-Job"] == job["id"]
+    assert calls[0]["headers"]["x-pictale-job"] == job["id"]
     url = body["result"]["images"][0]["url"]
     assert url.startswith("http://testserver/v1/files/")
     assert client.get(url).status_code == 200

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
 import threading
 import time
@@ -16,46 +15,16 @@ import pytest
 from pictale.service.webhooks.sender import WebhookSender
 from pictale.storage.webhooks import DeliveryStore
 from tests.api.test_keys_api import bearer, make_app
+from tests.webhook_receiver import Receiver
 
 FAST = {"prompt": "a photo of a cat", "steps": 2, "width": 64, "height": 64, "seed": 7}
 
 
-class RawReceiver:
-    """Records each POST's exact body bytes and headers."""
-
-    def __init__(self):
-        self.calls: list[dict] = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                self.send_response(204)
-                self.end_headers()
-                with receiver.arrived:
-                    receiver.calls.append({"raw": raw, "headers": {k.lower(): v for k, v in self.headers.items()}})
-                    receiver.arrived.notify_all()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, n=1, timeout=30.0) -> list[dict]:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.calls) >= n, timeout), self.calls
-        return self.calls
-
-
 @pytest.fixture
 def receiver():
-    r = RawReceiver()
+    r = Receiver((204,))
     yield r
-    r.server.shutdown()
-    r.server.server_close()
+    r.close()
 
 
 def verify(secret: str, call: dict) -> bool:

@@ -11,7 +11,6 @@ An example that does not fit this fails the test, so the README has to stay true
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
@@ -19,16 +18,15 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 import pytest
 
 from tests.avatars import files
 from tests.e2e.live import live_server
+from tests.webhook_receiver import Receiver
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SIZE = 64
@@ -175,28 +173,11 @@ class Run:
         self.ran.append(code)
 
 
-class _Hooks(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list[dict]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", 0))
-        type(self).received.append({"path": self.path, "body": self.rfile.read(length)})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def hook_listener():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Hooks.received = []
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    receiver = Receiver((204,))
+    yield receiver
+    receiver.close()
 
 
 def _tools(bin_dir: Path) -> None:
@@ -231,7 +212,7 @@ def test_every_readme_example_runs(tmp_path, tiny_models, tiny_clip, hook_listen
             "PICTALE_DATA_DIR": str(data),  # the CLI lines work "straight on the data dir" of the server
             "PICTALE_CLIP_MODEL": str(tiny_clip),
         }
-        run = Run(server["base"], hook_listener, work, env)
+        run = Run(server["base"], hook_listener.port, work, env)
         for index, (lang, code) in enumerate(runnable):
             if lang == "python":
                 run.python(code, index)
@@ -244,6 +225,6 @@ def test_every_readme_example_runs(tmp_path, tiny_models, tiny_clip, hook_listen
     # what a skipped line runs (after any VAR=value prefix): only these are ever skipped
     skipped_kinds = {next(w for w in line.split() if "=" not in w) for line, _ in run.skipped}
     assert skipped_kinds <= {"./run", ".venv/bin/pictale", ".venv/bin/python", "pictale"}, run.skipped
-    assert [h["path"] for h in _Hooks.received] == ["/done"]  # the job's callback_url was called once
+    assert [h["path"] for h in hook_listener.calls] == ["/done"]  # the job's callback_url was called once
     assert (work / "book.pdf").read_bytes().startswith(b"%PDF") and (work / "book.html").stat().st_size > 1000
     print(f"ran {len(run.ran)} README examples; skipped:", *(f"  {line}: {why}" for line, why in run.skipped), sep="\n")

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _KEEP = (b"application/json", b"multipart/form-data")
+
+
+def content_type(request: Request) -> str:
+    """The request's media type, lower case, without parameters ("" when none was sent)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def is_json_type(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 class JsonBodyMiddleware:

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pictale.api.body import content_type, is_json_type
 from pictale.core.errors import InvalidRequest, MalformedBody, PictaleError, QueueFull, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,10 @@ BODY_PARSE_ERROR = "There was an error parsing the body"
 """FastAPI's words when the JSON body cannot be read (e.g. nested too deeply): rendered as our own 400."""
 
 
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type in ("", "application/json") or content_type.endswith("+json")
-
-
 def body_problem(request: Request, errors: list[dict]) -> PictaleError | None:
     """A validation error about the body as a whole (empty, not an object, not JSON, not a form), said plainly."""
     whole = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
-    ctype = _content_type(request)
+    ctype = content_type(request)
     form_fields = [e for e in errors if len(e.get("loc", ())) == 2 and e["loc"][0] == "body"]
     not_form = ctype not in ("multipart/form-data", "application/x-www-form-urlencoded")
     if form_fields and not_form and _route_reads_form(request):
@@ -80,7 +73,7 @@ def body_problem(request: Request, errors: list[dict]) -> PictaleError | None:
         )
     if not whole:
         return None
-    if not _is_json(ctype) or (not ctype and whole[0].get("type") != "missing"):
+    if (ctype and not is_json_type(ctype)) or (not ctype and whole[0].get("type") != "missing"):
         return UnsupportedMediaType(
             f"body: send a JSON object with Content-Type: application/json (got {ctype or 'no Content-Type'})",
             param="body",

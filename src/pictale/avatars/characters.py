@@ -26,7 +26,6 @@ from pictale.storage.db import Database
 from pictale.storage.tables import CharacterRow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_SEED = SEED_MAX
 SEED_POLICIES = ("random", "fixed")
 LIMITS = {"description": 4000, "avatars": 1000, "negative_prompt": 2000}
 """Characters per text field: a description is long (T5-family models read 256+ tokens), the rest short."""
@@ -137,7 +136,7 @@ def check_seed(policy: Any, seed: Any) -> tuple[str, int | None]:
     if seed is not None and check_seed_value(seed, "seed") == -1:
         seed = None  # -1 is "random" everywhere: no fixed seed
     if policy == "fixed" and seed is None:
-        raise InvalidRequest(f"seed_policy 'fixed' needs a seed (0 to {MAX_SEED})", param="seed")
+        raise InvalidRequest(f"seed_policy 'fixed' needs a seed (0 to {SEED_MAX})", param="seed")
     return policy, seed
 
 

@@ -93,7 +93,7 @@ def book(
         entry = svc.start()
         console.print(f"model: {entry.title}")
         profile, _ = profile_of_request(svc, model)
-        req = request.to_request(profile, entry.family)
+        req = request.to_request(profile, entry.family, limits=settings)
         made = runner.create(owner, req)
         book_id = made["id"]
         _follow(runner, owner, book_id, req)

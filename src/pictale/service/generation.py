@@ -31,8 +31,6 @@ from pictale.storage.infotext import encode_image
 
 log = logging.getLogger(__name__)
 
-MAX_SEED = SEED_MAX
-"""Random seeds are drawn below it (kept as a name for the story layer)."""
 LOCAL_OWNER = "local"
 
 
@@ -267,8 +265,8 @@ class GenerationService:
 
     def resolve_seeds(self, spec: GenerationSpec) -> tuple[list[int], list[int]]:
         """A1111: -1 is random; image i uses seed+i (the subseed moves instead when a variation is asked)."""
-        seed = spec.seed if spec.seed is not None and spec.seed >= 0 else random.randrange(MAX_SEED)
-        subseed = spec.subseed if spec.subseed is not None and spec.subseed >= 0 else random.randrange(MAX_SEED)
+        seed = spec.seed if spec.seed is not None and spec.seed >= 0 else random.randrange(SEED_MAX)
+        subseed = spec.subseed if spec.subseed is not None and spec.subseed >= 0 else random.randrange(SEED_MAX)
         n = spec.total_images
         seeds = [seed + (i if spec.subseed_strength == 0 else 0) for i in range(n)]
         subseeds = [subseed + i for i in range(n)]

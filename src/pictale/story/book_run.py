@@ -21,10 +21,11 @@ from PIL import Image
 from tenacity import Retrying, retry_if_exception_type, stop_any, stop_when_event_set, wait_fixed
 
 from pictale.core.errors import InvalidRequest, JobCancelled, QueueFull
+from pictale.core.limits import SEED_MAX
 from pictale.core.types import AvatarKind, Character, GenerationSpec
 from pictale.jobs.queue import Job
 from pictale.prompt.grammar import scan
-from pictale.service.generation import MAX_SEED, GenerationService
+from pictale.service.generation import GenerationService
 from pictale.service.scoring import ScorerHolder
 from pictale.storage.blobs import BlobStore
 from pictale.storage.books import BookStore
@@ -159,8 +160,8 @@ class BookRun:
         count = max(1, min(count, self.req["max_candidates"] - have))
         base = page.get("seed_base")
         if base is None:
-            base = (self.req["seed"] + (page["number"] - 1) * SEED_STRIDE) % MAX_SEED
-        seeds = [(base + have + i) % MAX_SEED for i in range(count)]
+            base = (self.req["seed"] + (page["number"] - 1) * SEED_STRIDE) % SEED_MAX
+        seeds = [(base + have + i) % SEED_MAX for i in range(count)]
         spec = page_spec(self.req, page["prompt"], seeds[0], count, {"Book": self.id, "Page": page["number"]})
         job = self._queued(lambda: self.ctx.service.submit(spec, owner=self.owner, meta={"book": self.id}))
         self.pending[page["number"]] = (job, seeds)
@@ -334,4 +335,4 @@ def page_spec(req: dict[str, Any], prompt: str, seed: int, count: int, infotext:
 
 
 def new_seed() -> int:
-    return random.randrange(MAX_SEED)
+    return random.randrange(SEED_MAX)

@@ -55,13 +55,10 @@ class _Picture(_Strict):
     seed: Seed = -1
     model: str | None = None
 
-    def base_spec(
-        self, profile: Profile | None = None, family: str | None = None, *, limits: Settings | None = None
-    ) -> GenerationSpec:
+    def base_spec(self, profile: Profile | None, family: str | None, *, limits: Settings) -> GenerationSpec:
         """Size, steps, CFG, sampler, seed and model resolved like a `/v1/jobs` request (no prompt yet)."""
         width, height = self.width, self.height
         if self.size is not None:
-            limits = limits or Settings()
             size = check_size_text(self.size, max_width=limits.max_width, max_height=limits.max_height)
             if size is None:
                 raise InvalidRequest(f"size {self.size!r} must look like WIDTHxHEIGHT, e.g. 512x768", param="size")
@@ -137,9 +134,7 @@ class BookRequest(_Picture):
             )
         return self
 
-    def to_request(
-        self, profile: Profile | None = None, family: str | None = None, *, limits: Settings | None = None
-    ) -> dict[str, Any]:
+    def to_request(self, profile: Profile | None, family: str | None, *, limits: Settings) -> dict[str, Any]:
         """The stored request of the book (what a resumed run reads), generation settings resolved."""
         spec = self.base_spec(profile, family, limits=limits)
         out = self.model_dump(exclude={"size"})

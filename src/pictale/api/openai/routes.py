@@ -17,6 +17,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pictale.api.auth import require_auth
+from pictale.api.body import content_type, is_json_type
 from pictale.api.deps import owner, service, wait_for_job
 from pictale.api.openai.schemas import (
     OUTPUT_FORMATS,
@@ -58,8 +59,8 @@ async def json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
-    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+    ctype = content_type(request)
+    if ctype and not is_json_type(ctype):
         raise UnsupportedMediaType(
             f"Unsupported Content-Type {ctype!r}: send a JSON object with Content-Type: application/json.",
             param="body",
@@ -184,7 +185,7 @@ def encode_outputs(result: GenerationResult, delivery: Delivery) -> list[bytes]:
 # -- the edits body ------------------------------------------------------------------------------------
 async def read_edit_request(request: Request) -> tuple[dict[str, Any], list[Upload], Upload | None]:
     """(text fields, images, mask) from a multipart form or a JSON body; images are bytes or base64."""
-    if request.headers.get("content-type", "").lower().startswith("application/json"):
+    if is_json_type(content_type(request)):
         return _json_parts(await json_object(request))
     limit = request.app.state.settings.max_upload_images
     try:
