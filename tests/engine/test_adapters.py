@@ -9,10 +9,11 @@ from safetensors.torch import load_file, save_file
 
 from pictale.core.errors import UnsupportedFeature
 from pictale.core.types import AvatarKind, AvatarRef, GenerationSpec, HiresSpec
-from pictale.engine import adapters, models
+from pictale.engine import models
+from pictale.engine.adapters import avatars as adapters
 from pictale.engine.adapters import canonical, lora_adapter_name
+from pictale.engine.adapters.pose import load_pose_detector
 from pictale.engine.engine import Engine
-from pictale.engine.pose import load_pose_detector
 
 PROMPT = "a photo of a cat"
 TOKEN = "<be-emb-tiny>"

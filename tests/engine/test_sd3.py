@@ -14,8 +14,8 @@ from pictale.core.types import AvatarKind, AvatarRef, GenerationSpec, HiresSpec
 from pictale.engine import models
 from pictale.engine.batching import BatchItem
 from pictale.engine.engine import Engine, RunControl
+from pictale.engine.families.sd3.generate import T5Budget, t5_budget
 from pictale.engine.families.support import check_avatars
-from pictale.engine.families.t5 import T5Budget, t5_budget
 
 WORDS = ["a", "photo", "of", "a", "cat"]
 

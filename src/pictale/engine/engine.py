@@ -29,7 +29,7 @@ from pictale.engine.batching import (
 )
 from pictale.engine.checks.adapter_fit import check_adapter_fit, unet_dims
 from pictale.engine.demo.layout import adapter_roots
-from pictale.engine.families import t5 as t5_family
+from pictale.engine.families.sd3 import generate as t5_family
 from pictale.engine.families.support import T5_FAMILIES
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0

@@ -32,7 +32,7 @@ def open_stores(settings: Settings) -> Stores:
     db.migrate()
     detector = None
     if settings.openpose_path.is_dir():
-        from pictale.engine.pose import load_pose_detector  # only when weights may be there: it imports torch
+        from pictale.engine.adapters.pose import load_pose_detector  # only when weights may be there: it imports torch
 
         detector = load_pose_detector(settings.openpose_path)
     avatars = AvatarRegistry(db, BlobStore(settings.blobs_path), settings, pose_detector=detector)

@@ -183,7 +183,7 @@ def check_adapter_fit(
     """UnsupportedFeature (422) naming the file and the model when a face, style or pose avatar of the job would
     use an adapter made for another model; missing files get their own 422 from `ip_files` / the engine."""
     if dims.family in T5_FAMILIES:
-        return  # SD3's IP-Adapter is checked by `engine.sd3_ip_adapter`
+        return  # SD3's IP-Adapter is checked by `engine.families.sd3.ip_adapter`
     for ref in applied(avatars):
         if ref.kind in IP_KINDS:
             files = ip_files(ip_root, dims.family, ref.kind, ref.name)

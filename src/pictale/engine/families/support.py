@@ -1,7 +1,7 @@
 """Which avatar kinds each model family can apply, and the 422 messages when it cannot. Pure Python, no torch.
 
 The T5 family (SD3) applies LoRA avatars and face/style avatars through diffusers' SD3 IP-Adapter
-(`engine.sd3_ip_adapter`), which has a single image slot: one face or style token per SD3 job. Pose and
+(`engine.families.sd3.ip_adapter`), which has a single image slot: one face or style token per SD3 job. Pose and
 embedding avatars (no OpenPose ControlNet or CLIP textual inversion for SD3 in pictale) are refused. Each
 rule answers before the job is queued (`service.families`) and again in the engine. LoRA avatars work on
 every family, but only on the family they were trained for.
@@ -26,7 +26,7 @@ SD3_MAX_IP_AVATARS = 1
 """diffusers' SD3 IP-Adapter takes one adapter, one image embedding and one scale per call."""
 SD3_IP_WEIGHTS = Path("sd3") / "ip-adapter.safetensors"
 SD3_IP_ENCODER = Path("sd3") / "image_encoder"
-"""Where the SD3 IP-Adapter lives under the IP-Adapter root (see `engine.sd3_ip_adapter`)."""
+"""Where the SD3 IP-Adapter lives under the IP-Adapter root (see `engine.families.sd3.ip_adapter`)."""
 
 _NEEDS = {
     AvatarKind.POSE: "need an OpenPose ControlNet",

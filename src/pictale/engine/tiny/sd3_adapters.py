@@ -1,6 +1,6 @@
 """A tiny seeded SD3 IP-Adapter for the tiny SD3 (`engine.tiny_sd3`), in the InstantX SD3.5 IP-Adapter format.
 
-Written under the IP-Adapter root in the layout `engine.sd3_ip_adapter` reads:
+Written under the IP-Adapter root in the layout `engine.families.sd3.ip_adapter` reads:
 
     IP-Adapter/sd3/ip-adapter.safetensors   image_proj.* (IPAdapterTimeImageProjection, InstantX key names)
                                             + ip_adapter.<i>.* (one SD3IPAdapterJointAttnProcessor2_0 per block)

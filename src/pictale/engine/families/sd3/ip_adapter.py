@@ -26,8 +26,8 @@ import torch
 
 from pictale.core.errors import UnsupportedFeature
 from pictale.core.types import AvatarRef
+from pictale.engine.adapters.unet_ip import EMBED_CACHE_SIZE, IPFiles, _open_rgb, _quiet, _read_adapter
 from pictale.engine.families.support import SD3_IP_ENCODER, SD3_IP_WEIGHTS, missing_sd3_ip_adapter
-from pictale.engine.ip_adapters import EMBED_CACHE_SIZE, IPFiles, _open_rgb, _quiet, _read_adapter
 from pictale.engine.runtime import BoundedCache
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ before:
   LoRA disables them all, which is bit-identical to a pipeline that never loaded one. Never fused.
 - Embeddings: loaded once per digest under `ref.token` (both encoders for SDXL `clip_l`/`clip_g` files). The
   weight of an embedding is the prompt's business (the service writes the token, or `(token:w)`).
-- Face / style: one IP-Adapter slot per avatar with its own scale (`ip_adapters.py`); no slots, no IP-Adapter.
+- Face / style: one IP-Adapter slot per avatar with its own scale (`adapters.unet_ip`); no slots, no IP-Adapter.
 - Pose: an OpenPose ControlNet (`<controlnet_path>/openpose-<family>/`, diffusers folder, safetensors),
   one per pose avatar (MultiControlNetModel of the same model), on a `from_pipe` variant of the base pipeline.
 
 On the T5 family (SD3): LoRA (on the transformer and the CLIP encoders) and one face or style avatar through
-diffusers' SD3 IP-Adapter (`sd3_ip_adapter.py`); pose and embedding avatars are refused with a 422
+diffusers' SD3 IP-Adapter (`families.sd3.ip_adapter`); pose and embedding avatars are refused with a 422
 (`family_support`).
 
 Token order never matters: avatars are merged by (kind, digest) (weights summed exactly) and sorted. Weight 0
@@ -34,10 +34,10 @@ from safetensors.torch import load_file as load_safetensors
 from pictale.core.errors import ModelLoadError, UnsupportedFeature
 from pictale.core.images import resize_image
 from pictale.core.types import AvatarKind, AvatarRef, Mode
+from pictale.engine.adapters.unet_ip import IPAdapterSlots, batch_embeds, ip_files
 from pictale.engine.checks.adapter_fit import ModelDims, check_adapter_fit, controlnet_folder
-from pictale.engine.families.sd3_ip_adapter import SD3IPAdapter, sd3_embeds_kwargs
+from pictale.engine.families.sd3.ip_adapter import SD3IPAdapter, sd3_embeds_kwargs
 from pictale.engine.families.support import T5_FAMILIES, check_avatars, lora_mismatch_message
-from pictale.engine.ip_adapters import IPAdapterSlots, batch_embeds, ip_files
 from pictale.engine.models import read_safetensors_header
 
 MAX_LORAS = 16

@@ -11,7 +11,7 @@ Files looked for under the IP-Adapter root (`settings.ip_adapter_path`), in the 
     sdxl    style  sdxl_models/ip-adapter_sdxl.safetensors                      sdxl_models/image_encoder/
     sd3     both   sd3/ip-adapter.safetensors (InstantX SD3.5-Large-IP-Adapter)  sd3/image_encoder/  (SigLIP)
 
-SD3 has its own code (`sd3_ip_adapter.py`: one adapter, one face or style per job); this module is the UNet's.
+SD3 has its own code (`families.sd3.ip_adapter`: one adapter, one face or style per job); this module is the UNet's.
 Only .safetensors adapter files and safetensors image encoders are read. A missing file raises
 UnsupportedFeature naming the path. The image encoders are loaded here, not registered on the pipeline: every
 slot gets precomputed `ip_adapter_image_embeds`, so slots may use different encoders (SDXL plus-face beside a
