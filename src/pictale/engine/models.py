@@ -95,7 +95,18 @@ def family_from_keys(keys: Any, name: str = "checkpoint") -> str:
     raise ModelLoadError(f"{name}: unknown checkpoint layout (no known text encoder keys)")
 
 
+FLUX_CLASSES = ("FluxPipeline", "FluxKontextPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
+"""FLUX.1 base pipelines (schnell, dev, Kontext); Fill and Control models have other transformers."""
+
+
 def _family_from_class(class_name: str, folder: Path | None, name: str) -> str:
+    if class_name in FLUX_CLASSES:
+        return "flux"
+    if class_name.startswith("Flux"):
+        raise ModelLoadError(
+            f"{name}: {class_name} (FLUX.1 Fill, Canny or Depth) is not supported; pictale serves FLUX.1 "
+            "schnell, dev and Kontext"
+        )
     if class_name.startswith("StableDiffusion3"):
         return "sd3"
     if class_name.startswith("StableDiffusionXL"):
@@ -106,11 +117,13 @@ def _family_from_class(class_name: str, folder: Path | None, name: str) -> str:
             width = json.loads(unet_config.read_text(encoding="utf-8")).get("cross_attention_dim")
             return "sd2" if width == 1024 else "sd15"
         return "sd15"
-    raise ModelLoadError(f"{name}: unsupported pipeline class {class_name!r} (expected SD 1.5 / SD 2 / SDXL / SD3)")
+    raise ModelLoadError(
+        f"{name}: unsupported pipeline class {class_name!r} (expected SD 1.5 / SD 2 / SDXL / SD3 / FLUX.1)"
+    )
 
 
 def detect_family(path: Path) -> str:
-    """ "sd15", "sdxl", "sd2" or "sd3": from model_index.json for folders, from the safetensors header for files."""
+    """ "sd15", "sdxl", "sd2", "sd3" or "flux": from model_index.json for folders, from the header for files."""
     path = Path(path)
     if path.is_dir():
         index = path / "model_index.json"
@@ -326,16 +339,28 @@ def single_file_config_dir(path: Path, family: str) -> Path:
     return packaged_config_dir(family)
 
 
-def _pipeline_class(family: str) -> Any:
+def _pipeline_class(family: str, class_name: str = "") -> Any:
     from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    if family == "flux":
+        from diffusers import FluxKontextPipeline, FluxPipeline
+
+        return FluxKontextPipeline if class_name == "FluxKontextPipeline" else FluxPipeline
     if family == "sd3":
         return StableDiffusion3Pipeline
     return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
 
 
+def _read_index(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _no_safety_checker(family: str) -> dict[str, Any]:
-    if family in ("sdxl", "sd3"):
+    if family in ("sdxl", "sd3", "flux"):
         return {}
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
@@ -351,7 +376,7 @@ def _load_hub(hub_id: str, dtype: Any) -> Any:
         )
         raise ModelNotFound(f"hub model {hub_id!r} is not available{offline}: {type(exc).__name__}: {exc}") from exc
     family = _family_from_class(str(index.get("_class_name", "")), None, hub_id)
-    return _pipeline_class(family).from_pretrained(
+    return _pipeline_class(family, str(index.get("_class_name", ""))).from_pretrained(
         hub_id, use_safetensors=True, dtype=dtype, **_no_safety_checker(family)
     )
 
@@ -372,7 +397,8 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
             if not path.exists():
                 raise ModelNotFound(f"model file or folder {entry.filename!r} does not exist")
             family = entry.family or detect_family(path)
-            cls, extra = _pipeline_class(family), _no_safety_checker(family)
+            class_name = str(_read_index(path).get("_class_name", "")) if path.is_dir() else ""
+            cls, extra = _pipeline_class(family, class_name), _no_safety_checker(family)
             if path.is_dir():
                 pipe = cls.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=dtype, **extra)
             else:
@@ -394,7 +420,10 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
 
 
 def pipeline_family(pipe: Any) -> str:
-    """ "sd3", "sdxl" or "sd15"/"sd2" for a loaded pipeline (hub entries learn their family only when loaded)."""
+    """ "flux", "sd3", "sdxl" or "sd15"/"sd2" for a loaded pipeline (hub entries learn their family only when
+    loaded)."""
+    if type(pipe).__name__.startswith("Flux"):
+        return "flux"
     if getattr(pipe, "transformer", None) is not None and hasattr(pipe, "text_encoder_3"):
         return "sd3"
     if hasattr(pipe, "text_encoder_2"):

@@ -16,14 +16,16 @@ from pathlib import Path
 from pictale.core.errors import UnsupportedFeature
 from pictale.core.types import AvatarKind, AvatarRef
 
-T5_FAMILIES = frozenset({"sd3"})
+T5_FAMILIES = frozenset({"sd3", "flux"})
 """Families whose pipeline encodes prompts itself with a T5 encoder (long prompts, flow-matching samplers)."""
 
-FAMILY_LABELS = {"sd15": "SD 1.5", "sd2": "SD 2", "sdxl": "SDXL", "sd3": "SD3"}
+FAMILY_LABELS = {"sd15": "SD 1.5", "sd2": "SD 2", "sdxl": "SDXL", "sd3": "SD3", "flux": "FLUX.1"}
 
 IP_KINDS = frozenset({AvatarKind.FACE, AvatarKind.STYLE})
 SD3_MAX_IP_AVATARS = 1
 """diffusers' SD3 IP-Adapter takes one adapter, one image embedding and one scale per call."""
+FLUX_MAX_IP_AVATARS = 1
+"""Face/style tokens per Flux job (the XLabs adapter takes several images of one avatar)."""
 SD3_IP_WEIGHTS = Path("sd3") / "ip-adapter.safetensors"
 SD3_IP_ENCODER = Path("sd3") / "image_encoder"
 """Where the SD3 IP-Adapter lives under the IP-Adapter root (see `engine.families.sd3.ip_adapter`)."""
@@ -31,6 +33,15 @@ SD3_IP_ENCODER = Path("sd3") / "image_encoder"
 _NEEDS = {
     AvatarKind.POSE: "need an OpenPose ControlNet",
     AvatarKind.EMBEDDING: "are textual inversions for CLIP-only text encoders",
+}
+_FAMILY_KINDS = {
+    "sd3": frozenset({AvatarKind.LORA, AvatarKind.FACE, AvatarKind.STYLE}),
+    "flux": frozenset({AvatarKind.LORA, AvatarKind.FACE, AvatarKind.STYLE, AvatarKind.POSE}),
+}
+"""Avatar kinds each T5-family model applies (the UNet families apply every kind)."""
+_ALTERNATIVES = {
+    "sd3": "use LoRA, face or style avatars, or an SD 1.5/SDXL model",
+    "flux": "use LoRA, face, style or pose avatars, or an SD 1.5/SDXL model",
 }
 
 
@@ -61,11 +72,11 @@ def unsupported_avatar_message(ref: AvatarRef, family: str | None) -> str | None
         if t5 and family and ref.family and ref.family != family:
             return lora_mismatch_message(ref.name, ref.family, family)
         return None
-    if family not in T5_FAMILIES or ref.kind in IP_KINDS:
+    if family not in T5_FAMILIES or ref.kind in _FAMILY_KINDS[family]:
         return None
     return (
         f"{ref.kind.value} avatars ({avatar_token(ref)}) {_NEEDS[ref.kind]}, which pictale does not support on "
-        f"{family_label(family)} models; use LoRA, face or style avatars, or an SD 1.5/SDXL model"
+        f"{family_label(family)} models; {_ALTERNATIVES[family]}"
     )
 
 
@@ -87,7 +98,16 @@ def check_avatars(refs: Iterable[AvatarRef], family: str | None, *, param: str |
         message = unsupported_avatar_message(ref, family)
         if message is not None:
             raise UnsupportedFeature(message, param=param)
-    if family in T5_FAMILIES:
+    if family == "flux":
+        ip = [ref for ref in applied(refs) if ref.kind in IP_KINDS]
+        if len(ip) > FLUX_MAX_IP_AVATARS:
+            tokens = ", ".join(avatar_token(ref) for ref in ip)
+            raise UnsupportedFeature(
+                f"FLUX.1 models take one face or style avatar per job (the XLabs Flux IP-Adapter has a single image "
+                f"slot); this prompt has {len(ip)}: {tokens}. Keep one of them, or use an SD 1.5/SDXL model",
+                param=param,
+            )
+    if family == "sd3":
         ip = [ref for ref in applied(refs) if ref.kind in IP_KINDS]
         if len(ip) > SD3_MAX_IP_AVATARS:
             tokens = ", ".join(avatar_token(ref) for ref in ip)
@@ -122,8 +142,8 @@ def check_ip_adapter_files(
     refs: Iterable[AvatarRef], family: str | None, root: Path | None, *, param: str | None = None
 ) -> None:
     """422 naming where the SD3 IP-Adapter files go when a face/style avatar of an SD3 job finds none."""
-    if family not in T5_FAMILIES:
-        return  # SD 1.5/SDXL files depend on the kind and are looked up by the engine
+    if family != "sd3":
+        return  # SD 1.5/SDXL files depend on the kind and are looked up by the engine, Flux's by its adapter
     for ref in applied(refs):
         if ref.kind in IP_KINDS:
             message = missing_sd3_ip_adapter(root, ref)
