@@ -83,6 +83,9 @@ class GenerationSpec:
     subseed_strength: float = 0.0
     steps: int = 50
     cfg_scale: float = 7.0
+    distilled_cfg_scale: float | None = None
+    """FLUX.1 dev/Kontext: the distilled guidance fed to the transformer (Forge's "Distilled CFG Scale"); None:
+    the model's profile. `cfg_scale` above 1 is true CFG with the negative prompt there, at twice the cost."""
     width: int = 512
     height: int = 512
     sampler: str = "Euler"
