@@ -29,6 +29,8 @@ from pictale.engine.batching import (
 )
 from pictale.engine.checks.adapter_fit import check_adapter_fit, unet_dims
 from pictale.engine.demo.layout import adapter_roots
+from pictale.engine.families.flux import generate as flux_family
+from pictale.engine.families.flux.variant import pipeline_variant
 from pictale.engine.families.sd3 import generate as t5_family
 from pictale.engine.families.support import T5_FAMILIES
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
@@ -73,7 +75,9 @@ class Engine:
         self.entry: ModelEntry | None = None
         self.family: str | None = None
         self._pipe = None
-        self._variants: dict[Mode, object] = {}
+        self._variants: dict[Mode | str, object] = {}
+        self.variant: str | None = None
+        """FLUX.1 models: "schnell", "dev" or "kontext" (`families.flux.variant`); None for the others."""
         self._base_scheduler_config: dict = {}
         self._tiling = False
         self._embeds = BoundedCache(EMBED_CACHE_SIZE)
@@ -116,7 +120,8 @@ class Engine:
         self._base_scheduler_config = dict(pipe.scheduler.config)
         self.entry = entry
         family = models.pipeline_family(pipe)
-        self.family = family if family in ("sd3", "sdxl") else entry.family or "sd15"
+        self.family = family if family in ("flux", "sd3", "sdxl") else entry.family or "sd15"
+        self.variant = pipeline_variant(pipe) if self.family == "flux" else None
         self._tiling = False
         unet = getattr(pipe, "unet", None)
         dims = unet_dims(unet, entry.model_name, self.family) if unet is not None else None
@@ -137,6 +142,7 @@ class Engine:
         self._job = JobAdapters()
         self._pipe = None
         self.entry = None
+        self.variant = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -168,6 +174,10 @@ class Engine:
         if self._pipe is None:
             raise ModelLoadError("no model is loaded")
         control = control or RunControl()
+        if self.family == "flux":
+            return flux_family.generate(
+                self, spec, prompts, negative_prompts, seeds, subseeds, control, init_images, masks
+            )
         if self.family in T5_FAMILIES:
             return t5_family.generate(
                 self, spec, prompts, negative_prompts, seeds, subseeds, control, init_images, masks

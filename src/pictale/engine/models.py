@@ -278,6 +278,25 @@ def demo_entry(demo_dir: Path, models_dir: Path | None = None) -> ModelEntry:
     return ModelEntry(f"{DEMO_NAME} [{sha[:10]}]", DEMO_NAME, str(folder.absolute()), DEMO_SOURCE, "sd15", sha)
 
 
+def tiny_flux_entry(demo_dir: Path, name: str) -> ModelEntry:
+    """`tiny-flux-schnell`, `tiny-flux-dev` or `tiny-flux-kontext`: a tiny seeded FLUX.1 written on first use in
+    the demo dir (random weights: it draws noise), served like the demo, with the demo's adapters."""
+    from pictale.engine.tiny.flux import TINY_FLUX_NAMES, write_tiny_flux
+
+    variant = {v: k for k, v in TINY_FLUX_NAMES.items()}[name]
+    folder = Path(demo_dir) / name
+    if _unet_weights(folder) is None or not (folder / "model_index.json").is_file():
+        folder, _ = write_tiny_flux(Path(demo_dir), variant)
+    cache = HashCache(Path(demo_dir))
+    sha = cache.sha256(_unet_weights(folder))
+    cache.save()
+    title = f"{name} (tiny random weights: draws noise)"
+    return ModelEntry(f"{title} [{sha[:10]}]", name, str(folder.absolute()), DEMO_SOURCE, "flux", sha)
+
+
+TINY_FLUX = ("tiny-flux-schnell", "tiny-flux-dev", "tiny-flux-kontext")
+
+
 def _match(spec: str, entries: list[ModelEntry]) -> ModelEntry | None:
     """A1111's lookup order: title, model name, file name, hash, then the shortest title containing spec."""
     tests = (
@@ -312,6 +331,10 @@ def resolve_model(spec: str, models_dir: Path, demo_dir: Path | None = None) -> 
         return _entry_for_path(path)
     if found := _match(spec, scan_checkpoints(checkpoint_dir)):
         return found
+    if spec.split(" (")[0] in TINY_FLUX:
+        return tiny_flux_entry(
+            Path(demo_dir) if demo_dir is not None else Path(models_dir).parent / "demo", spec.split(" (")[0]
+        )
     if path.exists():
         return _entry_for_path(path)
     if _HUB_ID.fullmatch(spec):

@@ -1,8 +1,8 @@
-"""Cheap live previews: the latent channels (4, or SD3's 16) mapped linearly to RGB, no VAE pass (A1111's
+"""Cheap live previews: the latent channels (4, or SD3's and FLUX.1's 16) mapped linearly to RGB, no VAE pass (A1111's
 "Approx cheap").
 
 The factors and biases are the per-family least-squares fits the community uses for this (ComfyUI's
-`comfy/latent_formats.py`, classes SD15, SDXL and SD3); they apply to model-space latents, what the pipeline
+`comfy/latent_formats.py`, classes SD15, SDXL, SD3 and Flux); they apply to model-space latents, what the pipeline
 samples (for SD3 after its shift and scaling, as in ComfyUI). A preview is the size of the latents upscaled to
 the job's size, capped at PREVIEW_MAX_SIDE, sent as a base64 PNG.
 """
@@ -51,9 +51,41 @@ SD3_FACTORS = (
     (-0.1448, -0.1463, -0.1189),
 )
 SD3_BIAS = (0.2394, 0.2135, 0.1925)
+FLUX_FACTORS = (
+    (-0.0346, 0.0244, 0.0681),
+    (0.0034, 0.0210, 0.0687),
+    (0.0275, -0.0668, -0.0433),
+    (-0.0174, 0.0160, 0.0617),
+    (0.0859, 0.0721, 0.0329),
+    (0.0004, 0.0383, 0.0115),
+    (0.0405, 0.0861, 0.0915),
+    (-0.0236, -0.0185, -0.0259),
+    (-0.0245, 0.0250, 0.1180),
+    (0.1008, 0.0755, -0.0421),
+    (-0.0515, 0.0201, 0.0011),
+    (0.0428, -0.0012, -0.0036),
+    (0.0817, 0.0765, 0.0749),
+    (-0.1264, -0.0522, -0.1103),
+    (-0.0280, -0.0881, -0.0499),
+    (-0.1262, -0.0982, -0.0778),
+)
+FLUX_BIAS = (-0.0329, -0.0718, -0.0851)
 _NO_BIAS = (0.0, 0.0, 0.0)
-_FORMATS = {"sdxl": (SDXL_FACTORS, SDXL_BIAS), "sd3": (SD3_FACTORS, SD3_BIAS)}
+_FORMATS = {"sdxl": (SDXL_FACTORS, SDXL_BIAS), "sd3": (SD3_FACTORS, SD3_BIAS), "flux": (FLUX_FACTORS, FLUX_BIAS)}
 """Per family; any other family (SD 1.5, SD 2, unknown) uses the SD 1.5 map."""
+
+
+def unpack_flux(latents: torch.Tensor, width: int, height: int) -> torch.Tensor | None:
+    """FLUX.1's packed latents (B, tokens, 64: 2x2 patches of 16 channels) -> (B, 16, h, w) with the aspect
+    ratio of width x height (a hires pass has more tokens than the job's size); None when they do not fit."""
+    b, tokens, packed = latents.shape
+    w2 = max(1, round((tokens * width / height) ** 0.5))
+    h2 = tokens // w2
+    if packed % 4 or h2 * w2 != tokens:
+        return None
+    channels = packed // 4
+    x = latents.reshape(b, h2, w2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, channels, h2 * 2, w2 * 2)
 
 
 def latents_to_rgb(latents: torch.Tensor, family: str | None) -> torch.Tensor | None:
@@ -76,6 +108,10 @@ def preview_size(width: int, height: int) -> tuple[int, int]:
 
 def preview_images(latents: torch.Tensor, family: str | None, width: int, height: int) -> list[Image.Image]:
     """One approximate RGB image per latent, upscaled (bilinear) to `preview_size(width, height)`."""
+    if latents.dim() == 3:  # FLUX.1 packs its latents
+        latents = unpack_flux(latents, width, height)
+        if latents is None:
+            return []
     rgb = latents_to_rgb(latents, family)
     if rgb is None:
         return []

@@ -44,16 +44,19 @@ TINY_CROSS_ATTENTION = 64
 
 
 def is_tiny(entry: ModelEntry | None) -> bool:
-    """The demo, or a model the tiny builders made (`pictale models make-tiny`), told by its UNet's width."""
+    """The demo, or a model the tiny builders made (`pictale models make-tiny`), told by its UNet's or
+    transformer's text width (real ones start at 768)."""
     if entry is None or is_demo(entry):
         return entry is not None
     path = Path(entry.filename)
-    config = (path if path.is_dir() else path.with_suffix(".config")) / "unet" / "config.json"
-    try:
-        width = json.loads(config.read_text(encoding="utf-8")).get("cross_attention_dim")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(width, int) and width <= TINY_CROSS_ATTENTION
+    folder = path if path.is_dir() else path.with_suffix(".config")
+    for config, key in (("unet", "cross_attention_dim"), ("transformer", "joint_attention_dim")):
+        try:
+            width = json.loads((folder / config / "config.json").read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        return isinstance(width, int) and width <= TINY_CROSS_ATTENTION
+    return False
 
 
 def adapter_roots(entry: ModelEntry | None, ip_adapter_path: Path | None, controlnet_path: Path | None):

@@ -9,7 +9,8 @@ Layout written by `write_tiny_models(root)`:
     root/tiny-sd15/                diffusers folder          root/tiny-sdxl/              diffusers folder
     root/tiny-sd15.safetensors     A1111 single file         root/tiny-sdxl.safetensors   A1111 single file
     root/tiny-sd15.config/         its config-only dir       root/tiny-sdxl.config/       its config-only dir
-    root/tiny-sd3/                 diffusers folder only (SD3 loads from folders: see `engine.tiny_sd3`)
+    root/tiny-sd3/                 diffusers folder only (SD3 loads from folders: see `engine.tiny.sd3`)
+    root/tiny-flux-{schnell,dev,kontext}/   FLUX.1 diffusers folders (`engine.tiny.flux`)
 
 A `<stem>.config/` directory beside a single file is where `engine.models.load_pipeline` looks for that file's
 diffusers configs before falling back to the packaged SD 1.5 / SDXL configs.
@@ -218,10 +219,12 @@ def write_config_dir(folder: Path, config_dir: Path) -> Path:
 def write_tiny_models(root: Path) -> dict[str, Path]:
     """Write tiny SD 1.5, SDXL and SD3 models under root: folders, A1111 single files, config-only dirs, adapters.
 
-    Keys: sd15, sdxl, sd3 (folders), {sd15,sdxl}_single, {sd15,sdxl}_config, the adapters' keys, and clip
+    Keys: sd15, sdxl, sd3, flux_schnell, flux_dev, flux_kontext (folders), {sd15,sdxl}_single,
+    {sd15,sdxl}_config, the adapters' keys, and clip
     (the tiny CLIP scorer of book pages).
     """
     from pictale.engine.tiny.clip import write_tiny_clip
+    from pictale.engine.tiny.flux import write_tiny_flux
     from pictale.engine.tiny.sd3 import write_tiny_sd3  # it builds on this module
     from pictale.engine.tiny.sd3_adapters import write_tiny_sd3_ip_adapter
 
@@ -242,7 +245,9 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
         paths[f"{family}_config"] = write_config_dir(folder, root / f"{name}{CONFIG_DIR_SUFFIX}")
         pipes[family] = pipe
     paths["sd3"], pipes["sd3"] = write_tiny_sd3(root, TINY_SEED)
-    paths.update(write_tiny_adapters(root, pipes))
+    for variant in ("schnell", "dev", "kontext"):
+        paths[f"flux_{variant}"], pipes[f"flux_{variant}"] = write_tiny_flux(root, variant, TINY_SEED)
+    paths.update(write_tiny_adapters(root, {k: pipes[k] for k in ("sd15", "sdxl", "sd3")}))
     paths["ip_adapter_sd3"] = write_tiny_sd3_ip_adapter(root / "IP-Adapter", pipes["sd3"]) / "sd3"
     paths["clip"] = write_tiny_clip(root / "tiny-clip")  # the book-page scorer
     return paths

@@ -62,14 +62,15 @@ class T5Budget:
         return notes
 
 
-def t5_budget(tokenizer, texts: list[str], setting: int = DEFAULT_T5_TOKENS) -> T5Budget:
-    """The T5 sequence length for `texts`: the setting, or 512 when a text is longer than the setting."""
-    base = max(1, min(int(setting), MAX_T5_TOKENS))
+def t5_budget(tokenizer, texts: list[str], setting: int = DEFAULT_T5_TOKENS, maximum: int = MAX_T5_TOKENS) -> T5Budget:
+    """The T5 sequence length for `texts`: the setting, or `maximum` (SD3's 512; FLUX.1 schnell's 256) when a
+    text is longer than the setting."""
+    base = max(1, min(int(setting), maximum))
     if tokenizer is None:  # an SD3 loaded without T5: nothing to count, the setting is passed unused
         return T5Budget(0, base, has_t5=False)
     ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     count = max((len(i) for i in ids), default=0)
-    return T5Budget(count, base if count <= base else MAX_T5_TOKENS)
+    return T5Budget(count, base if count <= base else maximum)
 
 
 def plain_prompts(prompts: list[str]) -> list[str]:
