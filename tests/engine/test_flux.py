@@ -9,6 +9,7 @@ from PIL import Image
 
 from pictale.core.types import GenerationSpec, HiresSpec
 from pictale.engine import models
+from pictale.engine.batching import BatchItem
 from pictale.engine.engine import Engine, RunControl
 from pictale.engine.families.flux.generate import guidance
 from pictale.engine.families.flux.variant import flux_variant
@@ -159,3 +160,37 @@ def test_interrupt_ends_sampling_early(engines):
     control = RunControl(on_step=lambda step, total, b, n: steps.append(step), interrupted=lambda: bool(steps))
     result = run(engines["schnell"], control=control, steps=4)
     assert result.interrupted and len(result.images) == 1 and steps == [1, 2]  # 2 of 4 steps ran
+
+
+def test_batch_images_equal_their_seeds_alone(engines):
+    dev = engines["dev"]
+    spec = GenerationSpec(prompt=PROMPT, steps=2, width=64, height=64, cfg_scale=1.0, batch_size=2)
+    both = dev.generate(spec, [PROMPT, "a dog"], ["", ""], [3, 9], [4, 10])
+    assert np.array_equal(np.asarray(both.images[0], dtype=np.int16), px(run(dev, seed=3)))
+    assert np.array_equal(np.asarray(both.images[1], dtype=np.int16), px(run(dev, seed=9, prompt="a dog")))
+
+
+def test_queued_requests_merge_into_one_call_with_the_same_pixels(engines):
+    dev = engines["dev"]
+    calls = []
+    pipe = dev._pipe
+    original = type(pipe).__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(len(kwargs["generator"]))
+        return original(self, *args, **kwargs)
+
+    spec = GenerationSpec(prompt=PROMPT, steps=2, width=64, height=64, cfg_scale=1.0)
+    items = [
+        BatchItem(spec, [PROMPT], [""], [3], [4], RunControl()),
+        BatchItem(spec, ["a dog in the snow"], [""], [9], [10], RunControl()),
+    ]
+    type(pipe).__call__ = counting
+    try:
+        results = dev.generate_batch(items)
+    finally:
+        type(pipe).__call__ = original
+    assert calls == [2]  # one pipeline call for both requests
+    assert np.array_equal(px(results[0]), px(run(dev, seed=3)))
+    assert np.array_equal(px(results[1]), px(run(dev, seed=9, prompt="a dog in the snow")))
+    assert results[0].infotext["T5 tokens"] == "6/256"

@@ -249,6 +249,7 @@ def check_batchable(first: GenerationSpec, other: GenerationSpec) -> None:
         and other.n_iter == 1
         and (first.width, first.height, first.steps, first.cfg_scale, first.clip_skip, first.tiling)
         == (other.width, other.height, other.steps, other.cfg_scale, other.clip_skip, other.tiling)
+        and first.distilled_cfg_scale == other.distilled_cfg_scale
         and (first.sampler, first.scheduler) == (other.sampler, other.scheduler)
         and _avatar_state(first) == _avatar_state(other)
     )

@@ -29,6 +29,7 @@ from pictale.engine.batching import (
 )
 from pictale.engine.checks.adapter_fit import check_adapter_fit, unet_dims
 from pictale.engine.demo.layout import adapter_roots
+from pictale.engine.families.flux import batching as flux_batching
 from pictale.engine.families.flux import generate as flux_family
 from pictale.engine.families.flux.variant import pipeline_variant
 from pictale.engine.families.sd3 import generate as t5_family
@@ -225,6 +226,8 @@ class Engine:
         """
         if self._pipe is None:
             raise ModelLoadError("no model is loaded")
+        if self.family == "flux":
+            return flux_batching.generate_batch(self, items)
         if self.family in T5_FAMILIES:
             return [self._alone(item) for item in items]  # never merged: only the UNet path is verified for it
         spec = items[0].spec

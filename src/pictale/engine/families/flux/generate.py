@@ -23,12 +23,14 @@ Avatars (LoRA, the XLabs IP-Adapter, the union ControlNet) are set per job by `A
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 from PIL import Image
 
 from pictale.core.types import GenerationSpec, Mode
+from pictale.engine.batching import row_groups, split_batch
 from pictale.engine.families.flow_samplers import FLUX_PIPELINE_ARGS, make_flow_scheduler, requested_name
 from pictale.engine.families.flux.variant import pipeline_variant
 from pictale.engine.families.sd3.generate import _generators, _img2img_steps, plain_prompts, t5_budget
@@ -90,6 +92,21 @@ def variation_noise(pipe, spec: GenerationSpec, seeds: list[int], subseeds: list
         rows.append(slerp(spec.subseed_strength, a, b))
     noise = torch.cat(rows)
     return pipe._pack_latents(noise, len(rows), LATENT_CHANNELS, h, w)
+
+
+def per_image(pipe, images: int, exact: bool):
+    """Image i of a batch bit-identical to its seed alone (A1111 batch_size, OpenAI n) where `exact` (float32 on
+    the CPU): the batch-size dependent calls of the transformer and VAE run per image (`engine.batching`)."""
+    if images < 2 or not exact:
+        return contextlib.nullcontext()
+    return split_rows(pipe, [1] * images)
+
+
+@contextlib.contextmanager
+def split_rows(pipe, sizes: list[int]):
+    groups = row_groups(sizes, False)  # true CFG is a second pass on FLUX.1, never a doubled batch
+    with split_batch([pipe.transformer], groups), split_batch([pipe.vae], groups):
+        yield
 
 
 def generate(
@@ -178,8 +195,11 @@ class _Run:
         return embeds
 
     def _common(self, prompts: list[str], negatives: list[str], seeds: list[int]) -> dict[str, Any]:
-        kwargs = self._text_kwargs(prompts, negatives)
-        kwargs.update(generator=_generators(seeds), max_sequence_length=self.budget.limit)
+        return {**self._text_kwargs(prompts, negatives), **self.call_kwargs(seeds)}
+
+    def call_kwargs(self, seeds: list[int]) -> dict[str, Any]:
+        """What every call of the job passes besides the prompts: generators, T5 limit, guidance, IP-Adapter."""
+        kwargs: dict[str, Any] = {"generator": _generators(seeds), "max_sequence_length": self.budget.limit}
         # schnell ignores guidance; passing 0 keeps the pipelines' own defaults (7.0 for img2img) out of sight
         kwargs["guidance_scale"] = self.guidance if self.guidance is not None else 0.0
         if self.true_cfg:
@@ -230,7 +250,7 @@ class _Run:
         )
         kwargs["callback_on_step_end"] = callback
         kwargs["output_type"] = "latent" if self.hires else "pil"
-        with torch.inference_mode():
+        with torch.inference_mode(), per_image(pipe, len(seeds), self.engine.batches_identically):
             out = pipe(**kwargs)
         if not self.hires:
             return list(out.images), stopped["early"]
@@ -264,6 +284,6 @@ class _Run:
         )
         kwargs = self._common(prompts, negatives, seeds)
         kwargs.update(image=image, width=width, height=height, strength=strength, num_inference_steps=steps)
-        with torch.inference_mode():
+        with torch.inference_mode(), per_image(i2i, len(seeds), self.engine.batches_identically):
             out = i2i(**kwargs, callback_on_step_end=callback, output_type="pil")
         return list(out.images), stopped["early"]
