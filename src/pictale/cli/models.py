@@ -34,7 +34,8 @@ def list_models(data_dir: Annotated[Path | None, typer.Option(help="Data dir.")]
 
 @app.command("make-tiny")
 def make_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the tiny models.")]) -> None:
-    """Write tiny seeded models (SD 1.5, SDXL, SD3; folders and single files; adapters; CLIP) for tests and demos."""
+    """Write tiny seeded models (SD 1.5, SDXL, SD3, FLUX.1 schnell/dev/Kontext; folders and single files;
+    adapters; CLIP) for tests and demos."""
     from pictale.engine.tiny import write_tiny_models
 
     paths = write_tiny_models(directory)
@@ -72,6 +73,9 @@ def pull(
                 "*.onnx",
                 "*fp16*",
                 "*.non_ema*",
+                # FLUX.1 repos hold the BFL single files beside the diffusers folders: the same weights twice
+                "flux1-*.safetensors",
+                "ae.safetensors",
             ],
         )
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
