@@ -96,7 +96,7 @@ def test_tiny_sdxl_layout_is_told_apart_by_its_blocks(tmp_path):
             },
             "mismatched shapes [4, 32] and [32, 2]",
         ),
-        (pair("transformer.single_transformer_blocks.0.attn.to_k", 3072, 3072, "peft"), "not part of a Stable"),
+        (pair("transformer.pos_embedder.proj", 3072, 3072, "peft"), "not part of a Stable"),
         (pair("lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k", 1024, 640), "Diffusion 2.x"),
         (pair("lora_unet_down_blocks_1_resnets_0_conv1", 32, 32), "cannot tell whether this LoRA is for SD 1.5"),
     ],
@@ -145,3 +145,61 @@ def test_not_an_embedding(tmp_path, tensors, message):
         inspect_embedding(write(tmp_path, tensors), "t.safetensors")
     assert err.value.message.startswith("t.safetensors: ")
     assert message in err.value.message
+
+
+@pytest.fixture(scope="module")
+def flux_loras(tmp_path_factory):
+    from pictale.engine.tiny.flux import build_tiny_flux
+    from pictale.engine.tiny.flux_adapters import write_tiny_flux_loras
+
+    return write_tiny_flux_loras(tmp_path_factory.mktemp("flux-loras"), build_tiny_flux("dev"))
+
+
+@pytest.mark.parametrize("key", ["lora_flux_peft", "lora_flux_kohya", "lora_flux_aitoolkit", "lora_flux_xlabs"])
+def test_the_tiny_flux_loras_in_every_format(flux_loras, key):
+    info = inspect_lora(flux_loras[key], key)
+    assert (info.family, info.rank) == ("flux", 12 if key == "lora_flux_kohya" else 4)
+
+
+@pytest.mark.parametrize(
+    "tensors",
+    [
+        pair("transformer.single_transformer_blocks.0.attn.to_k", 3072, 3072, "peft"),
+        pair("transformer.transformer_blocks.0.attn.to_q", 3072, 3072, "peft"),  # double blocks only: Flux's width
+        pair("transformer.x_embedder", 64, 3072, "peft") | {"transformer.x_embedder.alpha": np.float32(2)},
+        pair("lora_unet_double_blocks_0_img_attn_qkv", 3072, 9216)
+        | pair("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", 768, 768),
+        pair("lora_unet_single_blocks_3_linear1", 3072, 21504),
+        pair("diffusion_model.double_blocks.0.img_attn.qkv", 3072, 9216),
+        {
+            "double_blocks.0.processor.qkv_lora1.down.weight": np.zeros((2, 3072)),
+            "double_blocks.0.processor.qkv_lora1.up.weight": np.zeros((9216, 2)),
+            "double_blocks.0.processor.proj_lora2.down.weight": np.zeros((2, 3072)),
+            "double_blocks.0.processor.proj_lora2.up.weight": np.zeros((3072, 2)),
+        },
+        pair("lora_transformer_single_transformer_blocks_0_attn_to_q", 3072, 3072),
+    ],
+)
+def test_real_sized_flux_loras_in_every_format(tmp_path, tensors):
+    assert inspect_lora(write(tmp_path, tensors), "flux.safetensors").family == "flux"
+
+
+def test_sd3_loras_stay_sd3(tmp_path):
+    sd3 = pair("transformer.transformer_blocks.0.attn.to_q", 1536, 1536, "peft")
+    sd3 |= pair("transformer.transformer_blocks.23.ff.net.2", 6144, 1536, "peft")
+    assert inspect_lora(write(tmp_path, sd3), "sd3").family == "sd3"
+    old_sd = pair("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor.to_k_lora", 768, 320, "old")
+    assert inspect_lora(write(tmp_path, old_sd), "sd").family == "sd15"  # `processor` alone is not XLabs
+
+
+def test_the_engines_family_hint_agrees(tmp_path, flux_loras):
+    from pictale.engine.checks.adapter_fit import lora_family_hint
+
+    for path in flux_loras.values():
+        assert lora_family_hint(path) == "flux"
+    assert lora_family_hint(write(tmp_path, pair("transformer.transformer_blocks.0.attn.to_q", 3072, 3072, "peft")))
+    assert lora_family_hint(
+        write(tmp_path, pair("transformer.transformer_blocks.0.attn.to_q", 1536, 1536, "peft"))
+    ) == ("sd3")
+    assert lora_family_hint(write(tmp_path, pair("lora_unet_double_blocks_0_img_attn_qkv", 3072, 9216))) == "flux"
+    assert lora_family_hint(write(tmp_path, pair("lora_te1_text_model_encoder_layers_0_mlp_fc1", 768, 3072))) == "sdxl"

@@ -2,7 +2,12 @@
 
 LoRA families: "sd15" and "sdxl" (UNet keys, kohya/A1111, diffusers or peft names) and "sd3" (diffusers/peft
 keys on SD3's transformer, `transformer.transformer_blocks.0.attn.to_q.lora_A.weight`, optionally with the
-CLIP encoders), which is the format diffusers' SD3 loader reads.
+CLIP encoders), which is the format diffusers' SD3 loader reads, and "flux" (FLUX.1, in every format diffusers'
+Flux loader converts: diffusers/peft `transformer.single_transformer_blocks.*` with optional `.alpha` (diffusers'
+scripts, ai-toolkit), kohya BFL names `lora_unet_double_blocks_*` / `single_blocks_*` (optionally with CLIP-L
+`lora_te1_` layers) and XLabs `double_blocks.<i>.processor.qkv_lora1.down.weight`). SD3 and Flux both name their
+joint blocks `transformer_blocks`: a transformer LoRA is Flux's when it has any Flux-only layer (single-stream
+blocks, `x_embedder`, the guidance embedder) or Flux's width (3072), SD3's otherwise.
 
 Only the header is parsed (names, shapes, dtypes) with the `safetensors` library; embeddings, being small,
 are also read as numpy arrays to reject NaN/inf. Nothing is ever unpickled.
@@ -28,8 +33,18 @@ _UNET_ROOTS = re.compile(
     r"^(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block|conv_in|conv_out|"
     r"time_embedding|time_embed|add_embedding|label_emb|conv_norm_out|out)[._]"
 )
-# SD3's MMDiT (diffusers names, dots as _). Flux's `single_transformer_blocks` is deliberately not among them.
-_SD3_ROOTS = re.compile(r"^(transformer_blocks|context_embedder|pos_embed|time_text_embed|norm_out|proj_out)_")
+# SD3's MMDiT and FLUX.1's transformer (diffusers names, dots as _), and what only Flux has.
+_SD3_ROOTS = re.compile(r"^(transformer_blocks|context_embedder|pos_embed|time_text_embed|norm_out|proj_out)(_|$)")
+_FLUX_ROOTS = re.compile(
+    r"^(transformer_blocks|single_transformer_blocks|x_embedder|context_embedder|time_text_embed|norm_out|proj_out)(_|$)"
+)
+_FLUX_ONLY = re.compile(r"^(single_transformer_blocks|x_embedder)(_|$)|guidance_embedder")
+FLUX_WIDTH = 3072
+# kohya BFL names (`lora_unet_double_blocks_0_img_attn_qkv`, ComfyUI: `diffusion_model.`) and XLabs' processors.
+_BFL_ROOTS = re.compile(r"^(double_blocks|single_blocks|final_layer|img_in|txt_in|time_in|vector_in|guidance_in)[._]")
+_XLABS = re.compile(
+    r"^(?:diffusion_model\.)?((?:double|single)_blocks\.\d+\.processor\.\w+_lora\d*)\.(down|up)\.weight$"
+)
 _TE_LAYERS = re.compile(r"(^|[._])(layers|resblocks)[._]\d+")
 # Which family a UNet module path implies: attention layouts differ between SD 1.5 and SDXL.
 _SD15_LAYOUT = re.compile(
@@ -56,7 +71,7 @@ class TensorFileInfo:
     """The result of inspecting a LoRA or embedding file."""
 
     family: str
-    """"sd15", "sdxl" or "sd3"."""
+    """"sd15", "sdxl", "sd3" or "flux"."""
     cross_attention_dim: int | None
     """Width of the text conditioning it was made for (UNet cross-attention input; TI: the vector width(s))."""
     vectors: int | None = None
@@ -78,9 +93,18 @@ def read_header(path: Path, filename: str) -> dict[str, tuple[str, tuple[int, ..
 
 
 def _split_lora_key(key: str) -> tuple[str, str, str] | None:
-    """(component, module, role) of a LoRA tensor name in kohya, diffusers or peft form; None if not LoRA."""
-    if m := re.match(r"^lora_(unet|te1|te2|te)_(.+)$", key):
+    """(component, module, role) of a LoRA tensor name in kohya, diffusers, peft or XLabs form; None if not LoRA."""
+    if m := _XLABS.match(key):
+        return "flux", m.group(1).replace(".", "_"), "down" if m.group(2) == "down" else "up"
+    key = key.removeprefix("diffusion_model.")
+    if m := re.match(r"^lora_transformer_(.+)$", key):
+        component, rest = "transformer", m.group(1)
+    elif m := re.match(r"^lora_(unet|te1|te2|te)_(.+)$", key):
         component, rest = m.group(1), m.group(2)
+        if component == "unet" and _BFL_ROOTS.match(rest):
+            component = "flux"
+    elif _BFL_ROOTS.match(key):
+        component, rest = "flux", key
     else:
         component, rest = "unet", key  # peft files saved from a bare UNet carry no prefix
         for prefix, comp in _PREFIXES:
@@ -133,10 +157,10 @@ def inspect_lora(path: Path, filename: str) -> TensorFileInfo:
             raise InvalidUpload(f"{where} is not floating point ({ddt}/{udt})", param="files")
         if len(down) not in (2, 4) or len(up) != len(down) or down[0] != up[1] or down[0] == 0:
             raise InvalidUpload(f"{where} has mismatched shapes {list(down)} and {list(up)}", param="files")
-        if component == "transformer" and not _SD3_ROOTS.match(module):
+        if component == "transformer" and not (_SD3_ROOTS.match(module) or _FLUX_ROOTS.match(module)):
             raise InvalidUpload(
-                f"{filename}: not an SD 1.5/SDXL/SD3 LoRA: {module!r} is not part of a Stable Diffusion UNet or an "
-                "SD3 transformer (Flux and other transformer LoRAs are not supported)",
+                f"{filename}: not an SD 1.5/SDXL/SD3/FLUX.1 LoRA: {module!r} is not part of a Stable Diffusion UNet, "
+                "an SD3 or a FLUX.1 transformer (other transformer LoRAs are not supported)",
                 param="files",
             )
         if component == "unet" and not _UNET_ROOTS.match(module):
@@ -154,13 +178,23 @@ def inspect_lora(path: Path, filename: str) -> TensorFileInfo:
     if len(cross_dims) > 1:
         raise InvalidUpload(f"{filename}: cross-attention widths disagree ({sorted(cross_dims)})", param="files")
     components = {c for c, _ in pairs}
-    if "transformer" in components:
+    if components & {"transformer", "flux"}:
         if "unet" in components:
-            raise InvalidUpload(f"{filename}: has both UNet and SD3 transformer layers", param="files")
-        return TensorFileInfo(family="sd3", cross_attention_dim=None, rank=max(ranks))
+            raise InvalidUpload(f"{filename}: has both UNet and transformer layers", param="files")
+        return TensorFileInfo(family=_transformer_family(pairs), cross_attention_dim=None, rank=max(ranks))
     family = _lora_family(filename, {c for c, _ in pairs}, {m for c, m in pairs if c == "unet"}, cross_dims, te_hidden)
     cross = cross_dims.pop() if cross_dims else _cross_from_text_encoders(family, te_hidden)
     return TensorFileInfo(family=family, cross_attention_dim=cross, rank=max(ranks))
+
+
+def _transformer_family(pairs: dict) -> str:
+    """ "flux" for BFL/XLabs names, Flux-only layers or Flux's width; "sd3" otherwise."""
+    for (component, module), roles in pairs.items():
+        if component == "flux" or (component == "transformer" and _FLUX_ONLY.search(module)):
+            return "flux"
+        if component == "transformer" and module.endswith("attn_to_q") and roles["down"][1][-1] == FLUX_WIDTH:
+            return "flux"
+    return "sd3"
 
 
 def _lora_family(filename: str, components: set, modules: set, cross_dims: set, te_hidden: dict) -> str:

@@ -12,9 +12,18 @@ before:
 - Pose: an OpenPose ControlNet (`<controlnet_path>/openpose-<family>/`, diffusers folder, safetensors),
   one per pose avatar (MultiControlNetModel of the same model), on a `from_pipe` variant of the base pipeline.
 
-On the T5 family (SD3): LoRA (on the transformer and the CLIP encoders) and one face or style avatar through
-diffusers' SD3 IP-Adapter (`families.sd3.ip_adapter`); pose and embedding avatars are refused with a 422
-(`family_support`).
+On SD3: LoRA (on the transformer and the CLIP encoders) and one face or style avatar through diffusers' SD3
+IP-Adapter (`families.sd3.ip_adapter`); pose and embedding avatars are refused with a 422 (`family_support`).
+
+On FLUX.1: LoRA in every format diffusers converts (peft, ai-toolkit, kohya, XLabs), one face or style avatar
+through the XLabs IP-Adapter (`families.flux.ip_adapter`) and pose avatars through a union ControlNet
+(`families.flux.controlnet`). The Flux generation path calls, per job:
+
+- `job.flux_ip`: kwargs for EVERY pipeline call of the job ({} without face/style; while an IP-Adapter is
+  attached a call without them fails);
+- with `job.poses`: `adapters.flux_controlnet_pipeline(base, mode, len(job.poses))` instead of the plain
+  variant, called with `job.flux_control_kwargs(width, height)` (control_image, control_mode,
+  controlnet_conditioning_scale); the seed draws the same noise as without a pose.
 
 Token order never matters: avatars are merged by (kind, digest) (weights summed exactly) and sorted. Weight 0
 (after merging) means the avatar is not applied at all, so the image is exactly the one without its token.
@@ -35,10 +44,18 @@ from pictale.core.errors import ModelLoadError, UnsupportedFeature
 from pictale.core.images import resize_image
 from pictale.core.types import AvatarKind, AvatarRef, Mode
 from pictale.engine.adapters.unet_ip import IPAdapterSlots, batch_embeds, ip_files
-from pictale.engine.checks.adapter_fit import ModelDims, check_adapter_fit, controlnet_folder
+from pictale.engine.checks.adapter_fit import (
+    ModelDims,
+    check_adapter_fit,
+    check_flux_adapter_fit,
+    controlnet_folder,
+    flux_dims,
+    lora_family_hint,
+)
+from pictale.engine.families.flux.controlnet import FluxControlNets
+from pictale.engine.families.flux.ip_adapter import FluxIPAdapter
 from pictale.engine.families.sd3.ip_adapter import SD3IPAdapter, sd3_embeds_kwargs
 from pictale.engine.families.support import T5_FAMILIES, check_avatars, lora_mismatch_message
-from pictale.engine.models import read_safetensors_header
 
 MAX_LORAS = 16
 _KIND_ORDER = {AvatarKind.FACE: 0, AvatarKind.STYLE: 1, AvatarKind.POSE: 2, AvatarKind.LORA: 3, AvatarKind.EMBEDDING: 4}
@@ -72,6 +89,15 @@ class JobAdapters:
     poses: list[tuple[Image.Image, float]] = field(default_factory=list)
     sd3_ip: tuple[torch.Tensor, torch.Tensor] | None = None
     """SD3: the (positive, negative) embeddings of the job's one face/style avatar."""
+    flux_ip: dict = field(default_factory=dict)
+    """FLUX.1: the IP-Adapter kwargs (`ip_adapter_image_embeds`, ...) for every pipeline call of the job."""
+    flux_controlnets: FluxControlNets | None = None
+
+    def flux_control_kwargs(self, width: int, height: int) -> dict:
+        """FLUX.1: control_image / control_mode / controlnet_conditioning_scale of the job's poses ({} if none)."""
+        if not self.poses or self.flux_controlnets is None:
+            return {}
+        return self.flux_controlnets.call_kwargs(self.poses, width, height)
 
     def ip_kwargs(self, batch: int, cfg: bool, device, dtype) -> dict:
         if not self.ip_embeds:
@@ -101,6 +127,8 @@ class AvatarAdapters:
         self.dtype = dtype
         self.ip = IPAdapterSlots(ip_adapter_path, device=device, dtype=dtype)
         self.sd3_ip = SD3IPAdapter(ip_adapter_path, device=device, dtype=dtype)
+        self.flux_ip = FluxIPAdapter(ip_adapter_path, device=device, dtype=dtype)
+        self.flux_cn = FluxControlNets(controlnet_path, device=device, dtype=dtype)
         self.dims: ModelDims | None = None
         """The loaded model's shapes that adapter files must fit (`checks.adapter_fit`), set on load."""
 
@@ -115,8 +143,10 @@ class AvatarAdapters:
         """Adapter folders and shapes for the model just loaded (the demo has its own folders, beside it)."""
         self.reset()
         self.ip.root = Path(ip_adapter_path) if ip_adapter_path is not None else None
-        self.sd3_ip.root = self.ip.root
+        self.sd3_ip.root = self.flux_ip.root = self.ip.root
         self.controlnet_path = Path(controlnet_path) if controlnet_path is not None else None
+        if self.flux_cn.root != self.controlnet_path:
+            self.flux_cn = FluxControlNets(self.controlnet_path, device=self.device, dtype=self.dtype)
         self.dims = dims
 
     def reset(self) -> None:
@@ -129,6 +159,8 @@ class AvatarAdapters:
         self._cn_pipes.clear()
         self.ip.reset()
         self.sd3_ip.reset()
+        self.flux_ip.reset()
+        self.flux_cn.reset()
 
     # -- per job ---------------------------------------------------------------------------------
 
@@ -147,6 +179,17 @@ class AvatarAdapters:
         ip_refs = by_kind[AvatarKind.FACE] + by_kind[AvatarKind.STYLE]
         if self.dims is not None:  # before any adapter is loaded: a file that does not fit is a 422, not a crash
             check_adapter_fit(avatars, self.dims, self.ip.root, self.controlnet_path)
+        if family == "flux":  # check_avatars allowed at most one face/style
+            name = Path(getattr(pipe, "name_or_path", None) or "FLUX.1").name
+            check_flux_adapter_fit(
+                avatars, flux_dims(pipe.transformer.config, name), self.ip.root, self.controlnet_path
+            )
+            job.flux_ip = self.flux_ip.apply(pipe, ip_refs[0] if ip_refs else None)
+            if by_kind[AvatarKind.POSE]:
+                self.flux_cn.net(by_kind[AvatarKind.POSE][0][0].name)
+                job.poses = [(_pose_image(ref), weight) for ref, weight in by_kind[AvatarKind.POSE]]
+                job.flux_controlnets = self.flux_cn
+            return job
         if family in T5_FAMILIES:  # check_avatars allowed at most one
             job.sd3_ip = self.sd3_ip.apply(pipe, ip_refs[0] if ip_refs else None)
             return job
@@ -184,6 +227,10 @@ class AvatarAdapters:
             self._cn_pipes[key] = pipe
         return pipe
 
+    def flux_controlnet_pipeline(self, base, mode: Mode, count: int):
+        """FLUX.1: the union-ControlNet variant of `base` for `mode` with `count` poses, shared weights, cached."""
+        return self.flux_cn.pipeline(base, mode, count)
+
     # -- LoRA ------------------------------------------------------------------------------------
 
     def _apply_loras(self, pipe, family: str, loras: list[tuple[AvatarRef, float]]) -> tuple:
@@ -205,7 +252,7 @@ class AvatarAdapters:
             self._loras.move_to_end(name)
             return name
         path = _single_file(ref)
-        trained_for = ref.family or _lora_family_hint(path)
+        trained_for = ref.family or lora_family_hint(path)
         if trained_for is None and family in T5_FAMILIES:
             trained_for = "a UNet model (SD 1.5/SDXL)"  # no transformer.* keys: nothing of it fits SD3
         if trained_for and trained_for != family:
@@ -311,16 +358,6 @@ def _single_file(ref: AvatarRef) -> Path:
     if not path.is_file():
         raise ModelLoadError(f"{ref.kind.value} avatar {ref.name!r}: its file {path} is missing")
     return path
-
-
-def _lora_family_hint(path: Path) -> str | None:
-    """ "sd3" for transformer keys, "sdxl" for keys of SDXL's second text encoder; None when it cannot tell."""
-    keys = read_safetensors_header(path)
-    if any(k.startswith(("transformer.", "lora_transformer_")) for k in keys):
-        return "sd3"
-    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in keys):
-        return "sdxl"
-    return None
 
 
 def _pose_image(ref: AvatarRef) -> Image.Image:

@@ -18,7 +18,15 @@ from typing import Any
 
 from pictale.core.errors import PictaleError, UnsupportedFeature
 from pictale.core.types import AvatarKind, AvatarRef
-from pictale.engine.families.support import IP_KINDS, T5_FAMILIES, applied, family_label
+from pictale.engine.families.support import (
+    FLUX_CONTROLNET,
+    FLUX_IP_ENCODER,
+    FLUX_IP_WEIGHTS,
+    IP_KINDS,
+    T5_FAMILIES,
+    applied,
+    family_label,
+)
 from pictale.engine.models import read_safetensors_header
 
 TINY_WIDTH = 64
@@ -204,3 +212,107 @@ def check_adapter_fit(
                         f"model {dims.label}: {why}",
                         param="prompt",
                     )
+
+
+@dataclass(frozen=True)
+class FluxDims:
+    """The loaded Flux transformer's shapes that the IP-Adapter and ControlNet must match."""
+
+    name: str
+    inner_dim: int
+    joint_attention_dim: int
+    num_layers: int
+    in_channels: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.name!r} (FLUX.1, width {self.inner_dim}, text width {self.joint_attention_dim})"
+
+
+def flux_dims(config: Any, name: str) -> FluxDims:
+    """FluxDims from a FluxTransformer2DModel config (a mapping)."""
+    inner = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    return FluxDims(
+        name, inner, int(config["joint_attention_dim"]), int(config["num_layers"]), int(config["in_channels"])
+    )
+
+
+def flux_ip_misfit(root: Path, dims: FluxDims) -> str | None:
+    """Why the XLabs IP-Adapter under `root` cannot run on the Flux model of `dims` (None: it fits or is absent)."""
+    weights, encoder = Path(root) / FLUX_IP_WEIGHTS, Path(root) / FLUX_IP_ENCODER
+    if not weights.is_file() or not (encoder / "config.json").is_file():
+        return None  # missing files have their own 422 (`support.missing_flux_ip_adapter`)
+    shapes = _shapes(weights)
+    layers = [s for k, s in shapes.items() if k.startswith("double_blocks.") and k.endswith("_k_proj.weight")]
+    norm = shapes.get("ip_adapter_proj_model.norm.weight")
+    if norm is not None and norm != [dims.joint_attention_dim]:
+        return f"its image tokens are {norm[0]} wide, the model's text width is {dims.joint_attention_dim}"
+    if len(layers) != dims.num_layers:
+        return f"it has {len(layers)} double-block layers, the model has {dims.num_layers}"
+    if any(shape != [dims.inner_dim, dims.joint_attention_dim] for shape in layers):
+        return f"its layers are {layers[0]}, the model needs {[dims.inner_dim, dims.joint_attention_dim]}"
+    config = _config(encoder / "config.json")
+    gives = config.get("vision_config", config).get("projection_dim")
+    wanted = (shapes.get("ip_adapter_proj_model.proj.weight") or [None])[-1]
+    if wanted is not None and gives is not None and wanted != gives:
+        return f"it takes {wanted}-wide image embeddings, the image encoder {encoder}/ gives {gives}"
+    return None
+
+
+def flux_controlnet_misfit(folder: Path, dims: FluxDims) -> str | None:
+    """Why the Flux ControlNet in `folder` cannot run beside the model of `dims` (None: it fits or is absent)."""
+    if not (folder / "config.json").is_file():
+        return None
+    config = _config(folder / "config.json")
+    inner = int(config.get("num_attention_heads", 0)) * int(config.get("attention_head_dim", 0))
+    if inner and inner != dims.inner_dim:
+        return f"it is {inner} wide, the model {dims.inner_dim}"
+    for key in ("joint_attention_dim", "in_channels"):
+        if config.get(key) not in (None, getattr(dims, key)):
+            return f"its {key} is {config[key]}, the model's {getattr(dims, key)}"
+    return None
+
+
+def check_flux_adapter_fit(
+    avatars: Iterable[AvatarRef], dims: FluxDims, ip_root: Path | None, controlnet_root: Path | None
+) -> None:
+    """UnsupportedFeature (422) naming the file and the model when a face, style or pose avatar of a Flux job would
+    use an IP-Adapter or ControlNet made for another Flux-shaped model (e.g. the real ones beside the tiny model)."""
+    for ref in applied(avatars):
+        if ref.kind in IP_KINDS and ip_root is not None and (why := flux_ip_misfit(ip_root, dims)):
+            where = Path(ip_root) / FLUX_IP_WEIGHTS
+            raise UnsupportedFeature(
+                f"{ref.kind.value} avatar {ref.name!r}: the Flux IP-Adapter {where} does not fit the loaded model "
+                f"{dims.label}: {why}",
+                param="prompt",
+            )
+        folder = Path(controlnet_root or ".") / FLUX_CONTROLNET
+        if (
+            ref.kind is AvatarKind.POSE
+            and controlnet_root is not None
+            and (why := flux_controlnet_misfit(folder, dims))
+        ):
+            raise UnsupportedFeature(
+                f"pose avatar {ref.name!r}: the Flux ControlNet {folder}/ does not fit the loaded model "
+                f"{dims.label}: {why}",
+                param="prompt",
+            )
+
+
+_FLUX_MARKS = ("single_transformer_blocks", "double_blocks", "single_blocks", "x_embedder", "guidance_embedder")
+
+
+def lora_family_hint(path: Path) -> str | None:
+    """ "flux" for Flux layers (any format) or width, "sd3" for other transformer keys, "sdxl" for keys of SDXL's
+    second text encoder; None when it cannot tell."""
+    header = read_safetensors_header(path)
+    if any(mark in k for k in header for mark in _FLUX_MARKS):
+        return "flux"
+    if any(k.startswith(("transformer.", "lora_transformer_")) for k in header):
+        to_q = [
+            v.get("shape") or [] for k, v in header.items() if "attn.to_q.lora_A" in k or "attn_to_q.lora_down" in k
+        ]
+        return "flux" if any(s[-1:] == [3072] for s in to_q) else "sd3"
+    if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in header):
+        return "sdxl"
+    return None

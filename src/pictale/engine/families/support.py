@@ -2,7 +2,9 @@
 
 The T5 family (SD3) applies LoRA avatars and face/style avatars through diffusers' SD3 IP-Adapter
 (`engine.families.sd3.ip_adapter`), which has a single image slot: one face or style token per SD3 job. Pose and
-embedding avatars (no OpenPose ControlNet or CLIP textual inversion for SD3 in pictale) are refused. Each
+embedding avatars (no OpenPose ControlNet or CLIP textual inversion for SD3 in pictale) are refused. FLUX.1
+applies LoRA, one face or style avatar (the XLabs IP-Adapter, all of its images) and pose avatars (a union
+ControlNet); its IP-Adapter files are checked here too (`missing_flux_ip_adapter`). Each
 rule answers before the job is queued (`service.families`) and again in the engine. LoRA avatars work on
 every family, but only on the family they were trained for.
 """
@@ -29,6 +31,11 @@ FLUX_MAX_IP_AVATARS = 1
 SD3_IP_WEIGHTS = Path("sd3") / "ip-adapter.safetensors"
 SD3_IP_ENCODER = Path("sd3") / "image_encoder"
 """Where the SD3 IP-Adapter lives under the IP-Adapter root (see `engine.families.sd3.ip_adapter`)."""
+FLUX_IP_WEIGHTS = Path("flux") / "ip_adapter.safetensors"
+FLUX_IP_ENCODER = Path("flux") / "image_encoder"
+"""Where the XLabs Flux IP-Adapter lives under the IP-Adapter root (see `engine.families.flux.ip_adapter`)."""
+FLUX_CONTROLNET = "flux-union"
+"""The Flux union ControlNet's folder under the ControlNet root (see `engine.families.flux.controlnet`)."""
 
 _NEEDS = {
     AvatarKind.POSE: "need an OpenPose ControlNet",
@@ -138,14 +145,36 @@ def missing_sd3_ip_adapter(root: Path | None, ref: AvatarRef) -> str | None:
     return None
 
 
+def missing_flux_ip_adapter(root: Path | None, ref: AvatarRef) -> str | None:
+    """Why the XLabs Flux IP-Adapter files for `ref` are not usable under `root` (None: both are there)."""
+    what = f"{ref.kind.value} avatar {ref.name!r}"
+    if root is None:
+        return f"{what} needs IP-Adapter weights, but no IP-Adapter directory is configured"
+    weights, encoder = Path(root) / FLUX_IP_WEIGHTS, Path(root) / FLUX_IP_ENCODER
+    where = (
+        "save XLabs-AI/flux-ip-adapter's (or flux-ip-adapter-v2's) weights there as safetensors and the CLIP image "
+        f"encoder openai/clip-vit-large-patch14 as a CLIPVisionModelWithProjection (config.json, model.safetensors, "
+        f"preprocessor_config.json) in {encoder}/"
+    )
+    if not weights.is_file():
+        return f"{what} on FLUX.1 needs the IP-Adapter file {weights} (not found): {where}"
+    if not (encoder / "config.json").is_file():
+        return f"{what} on FLUX.1 needs the IP-Adapter image encoder {encoder}/ (not found): {where}"
+    return None
+
+
+_MISSING_IP = {"sd3": missing_sd3_ip_adapter, "flux": missing_flux_ip_adapter}
+
+
 def check_ip_adapter_files(
     refs: Iterable[AvatarRef], family: str | None, root: Path | None, *, param: str | None = None
 ) -> None:
-    """422 naming where the SD3 IP-Adapter files go when a face/style avatar of an SD3 job finds none."""
-    if family != "sd3":
-        return  # SD 1.5/SDXL files depend on the kind and are looked up by the engine, Flux's by its adapter
+    """422 naming where the SD3 or Flux IP-Adapter files go when a face/style avatar of such a job finds none."""
+    missing = _MISSING_IP.get(family or "")
+    if missing is None:
+        return  # SD 1.5/SDXL files depend on the kind and are looked up by the engine
     for ref in applied(refs):
         if ref.kind in IP_KINDS:
-            message = missing_sd3_ip_adapter(root, ref)
+            message = missing(root, ref)
             if message is not None:
                 raise UnsupportedFeature(message, param=param)
