@@ -27,7 +27,7 @@ from pictale.engine.batching import (
     split_batch,
     steady_vae_layout,
 )
-from pictale.engine.checks.adapter_fit import check_adapter_fit, unet_dims
+from pictale.engine.checks.adapter_fit import check_adapter_fit, check_flux_adapter_fit, flux_dims, unet_dims
 from pictale.engine.demo.layout import adapter_roots
 from pictale.engine.families.flux import batching as flux_batching
 from pictale.engine.families.flux import generate as flux_family
@@ -135,6 +135,9 @@ class Engine:
         adapters = self._adapters
         if adapters.dims is not None:
             check_adapter_fit(avatars, adapters.dims, adapters.ip.root, adapters.controlnet_path)
+        elif self.family == "flux" and self._pipe is not None:
+            dims = flux_dims(self._pipe.transformer.config, self.entry.model_name)
+            check_flux_adapter_fit(avatars, dims, adapters.ip.root, adapters.controlnet_path)
 
     def unload(self) -> None:
         self._variants.clear()

@@ -287,6 +287,11 @@ def tiny_flux_entry(demo_dir: Path, name: str) -> ModelEntry:
     folder = Path(demo_dir) / name
     if _unet_weights(folder) is None or not (folder / "model_index.json").is_file():
         folder, _ = write_tiny_flux(Path(demo_dir), variant)
+    if not (Path(demo_dir) / "ControlNet" / "flux-union" / "config.json").is_file():
+        from pictale.engine.tiny.flux import build_tiny_flux
+        from pictale.engine.tiny.flux_adapters import write_tiny_flux_adapters
+
+        write_tiny_flux_adapters(Path(demo_dir), build_tiny_flux("dev"))  # face, style, pose and LoRAs to try
     cache = HashCache(Path(demo_dir))
     sha = cache.sha256(_unet_weights(folder))
     cache.save()

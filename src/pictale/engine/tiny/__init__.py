@@ -225,6 +225,7 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
     """
     from pictale.engine.tiny.clip import write_tiny_clip
     from pictale.engine.tiny.flux import write_tiny_flux
+    from pictale.engine.tiny.flux_adapters import write_tiny_flux_adapters
     from pictale.engine.tiny.sd3 import write_tiny_sd3  # it builds on this module
     from pictale.engine.tiny.sd3_adapters import write_tiny_sd3_ip_adapter
 
@@ -248,6 +249,7 @@ def write_tiny_models(root: Path) -> dict[str, Path]:
     for variant in ("schnell", "dev", "kontext"):
         paths[f"flux_{variant}"], pipes[f"flux_{variant}"] = write_tiny_flux(root, variant, TINY_SEED)
     paths.update(write_tiny_adapters(root, {k: pipes[k] for k in ("sd15", "sdxl", "sd3")}))
+    paths.update(write_tiny_flux_adapters(root, pipes["flux_dev"]))  # beside the others: IP-Adapter/flux/, ...
     paths["ip_adapter_sd3"] = write_tiny_sd3_ip_adapter(root / "IP-Adapter", pipes["sd3"]) / "sd3"
     paths["clip"] = write_tiny_clip(root / "tiny-clip")  # the book-page scorer
     return paths

@@ -18,7 +18,10 @@ A1111 attention syntax is stripped to plain words, as on SD3 (`families.sd3.gene
 - Variation seeds: the seed's and the subseed's noise in Flux's unpacked latent shape, slerped, then packed.
 - Previews: the x0 estimate of each step, unpacked to 16 channels (`engine.previews` maps them to RGB).
 
-Avatars (LoRA, the XLabs IP-Adapter, the union ControlNet) are set per job by `AvatarAdapters.apply`.
+Avatars (LoRA, the XLabs IP-Adapter, the union ControlNet) are set per job by `AvatarAdapters.apply`: its
+IP-Adapter kwargs go to every call of the job (hires too), and a job with poses runs the ControlNet variant of
+its mode (the hires pass runs without it, as on the UNet path). On Kontext a pose job runs the ControlNet
+pipelines, without reference editing, and the infotext says so.
 """
 
 from __future__ import annotations
@@ -157,6 +160,10 @@ class _Run:
             self.notes["Distilled CFG Scale"] = self.guidance
         if not self.true_cfg and any(n.strip() for n in negatives):
             self.notes["Negative prompt note"] = "unused: FLUX.1 reads the negative prompt only at CFG scale > 1"
+        if self.kontext and engine._job.poses:
+            self.notes["Pose note"] = (
+                "Kontext reference editing takes no ControlNet: this job ran ControlNet without it"
+            )
         if spec.tiling:
             self.notes["Tiling"] = None
             self.notes["Tiling note"] = "tiling is not supported on FLUX.1 models; ignored"
@@ -204,7 +211,7 @@ class _Run:
         kwargs["guidance_scale"] = self.guidance if self.guidance is not None else 0.0
         if self.true_cfg:
             kwargs["true_cfg_scale"] = self.spec.cfg_scale
-        kwargs.update(getattr(self.engine._job, "flux_ip", None) or {})
+        kwargs.update(self.engine._job.flux_ip)  # on every call while a face/style is attached (it crashes without)
         return kwargs
 
     # -- one batch -------------------------------------------------------------------------------
@@ -214,10 +221,11 @@ class _Run:
         prompts, negatives = self.prompts[sl], self.negatives[sl]
         kwargs = self._common(prompts, negatives, seeds)
         passes = 2 if self.hires else 1
+        poses = engine._job.poses
         if spec.mode is Mode.TXT2IMG:
             pipe = pipeline(engine, "txt2img")
             kwargs.update(width=spec.width, height=spec.height, num_inference_steps=spec.steps)
-            if self.kontext:
+            if self.kontext and not poses:
                 kwargs.update(max_area=spec.width * spec.height, _auto_resize=False)
             total = spec.steps
             if spec.subseed_strength > 0:
@@ -229,7 +237,7 @@ class _Run:
             steps, total = _img2img_steps(spec.steps, strength)
             width, height = (spec.width, spec.height) if spec.mode is Mode.INPAINT else init_images[0].size
             kwargs.update(image=init_images, strength=strength, num_inference_steps=steps, width=width, height=height)
-            if self.kontext:
+            if self.kontext and not poses:
                 pipe = pipeline(engine, "kontext-edit")
                 if masks is None:  # img2img: the whole image may change, the reference guides every part of it
                     masks = [Image.new("L", img.size, 255) for img in init_images]
@@ -241,7 +249,11 @@ class _Run:
                 kwargs.update(mask_image=masks)
             else:
                 pipe = pipeline(engine, "img2img")
-        pipe.scheduler, _ = self._scheduler(spec.sampler, Mode.TXT2IMG if pipe is engine._pipe else Mode.IMG2IMG)
+        if poses:  # the union ControlNet variant of the same mode, sharing every weight
+            pipe = engine._adapters.flux_controlnet_pipeline(engine._pipe, spec.mode, len(poses))
+            size = (spec.width, spec.height) if spec.mode is not Mode.IMG2IMG else init_images[0].size
+            kwargs.update(engine._job.flux_control_kwargs(*size))
+        pipe.scheduler, _ = self._scheduler(spec.sampler, spec.mode if spec.mode is Mode.TXT2IMG else Mode.IMG2IMG)
         stopped = {"early": False}
         x0 = watch_x0(pipe.scheduler) if self.control.on_latents is not None else None
         job_no, job_count = batch_no * passes, spec.n_iter * passes

@@ -1,4 +1,4 @@
-"""A FLUX.1 model (tiny dev) behind the job API, characters, OpenAI batches and the avatar rules (TestClient)."""
+"""A FLUX.1 model (tiny dev, really loaded) behind the job API, characters, OpenAI batches and the avatar rules (TestClient)."""
 
 from __future__ import annotations
 
