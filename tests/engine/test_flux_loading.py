@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import FluxKontextPipeline, FluxPipeline
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from pictale.core.config import Settings
 from pictale.core.errors import ModelLoadError, UnsafeModelFile
@@ -90,6 +90,22 @@ def test_gguf_q8_transformer_loads_and_draws_nearly_the_same_image(dev, referenc
     image = _run(pipe)
     assert not np.array_equal(image, reference)
     assert np.abs(image - reference).max() < 0.02
+
+
+def test_fp8_stored_transformer_file_loads_upcast(dev, tmp_path):
+    _root, paths = dev
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    for sub, name in (("text_encoder", "clip"), ("text_encoder", "t5"), ("VAE", "vae")):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        shutil.copy(paths[name], tmp_path / sub)
+    state = load_file(str(paths["transformer"]))
+    fp8 = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in state.items()}  # as Kijai's fp8 files
+    save_file(fp8, str(unet / "tiny-flux-dev-fp8.safetensors"))
+    shutil.copytree(paths["config"], unet / "tiny-flux-dev-fp8.config")
+    pipe = _load("tiny-flux-dev-fp8", tmp_path)
+    assert pipe.transformer.dtype == torch.float32
+    assert np.isfinite(_run(pipe)).all()
 
 
 def test_missing_companions_fail_at_selection_naming_each_file_and_folder(dev, tmp_path):

@@ -121,12 +121,6 @@ def looks_flux(path: Path) -> bool:
         return False
 
 
-def is_fp8(header: dict[str, Any]) -> bool:
-    """True when most transformer weights of a safetensors header are stored as float8 (Kijai/Comfy fp8 files)."""
-    dtypes = [v.get("dtype", "") for k, v in header.items() if isinstance(v, dict) and k.endswith(".weight")]
-    return bool(dtypes) and sum(d.startswith("F8") for d in dtypes) * 2 > len(dtypes)
-
-
 # ---------------------------------------------------------------------------------------------- companions
 
 
