@@ -94,6 +94,12 @@ def serve(
     llm_api_key: Annotated[str | None, typer.Option(help="The LLM's API key, if it needs one.")] = None,
     clip_model: Annotated[str | None, typer.Option(help='CLIP scorer of book pages: path, hub id or "tiny".')] = None,
     t5_max_tokens: Annotated[int | None, typer.Option(help="T5 prompt limit of SD3 models (256; up to 512).")] = None,
+    flux_t5_file: Annotated[str | None, typer.Option(help="Flux T5-XXL file name(s), comma-separated.")] = None,
+    flux_clip_file: Annotated[str | None, typer.Option(help="Flux CLIP-L file name(s), comma-separated.")] = None,
+    flux_vae_file: Annotated[str | None, typer.Option(help="Flux VAE file name(s) (ae.safetensors).")] = None,
+    flux_memory: Annotated[
+        str | None, typer.Option(help="Flux memory mode: auto, full, offload, fp8, sequential.")
+    ] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
@@ -125,6 +131,10 @@ def serve(
         llm_api_key=llm_api_key,
         clip_model=clip_model,
         t5_max_tokens=t5_max_tokens,
+        flux_t5_file=flux_t5_file,
+        flux_clip_file=flux_clip_file,
+        flux_vae_file=flux_vae_file,
+        flux_memory=flux_memory,
         # `pictale --log-level X serve` (or PICTALE_LOG_LEVEL) when serve's own flag is not given
         log_level=log_level or ctx.find_root().params.get("log_level"),
     )

@@ -35,10 +35,13 @@ def list_models(data_dir: Annotated[Path | None, typer.Option(help="Data dir.")]
 @app.command("make-tiny")
 def make_tiny(directory: Annotated[Path, typer.Argument(help="Where to write the tiny models.")]) -> None:
     """Write tiny seeded models (SD 1.5, SDXL, SD3, FLUX.1 schnell/dev/Kontext; folders and single files;
-    adapters; CLIP) for tests and demos."""
+    adapters; CLIP) for tests and demos, and tiny FLUX.1 schnell files in the ComfyUI layout (unet/,
+    text_encoder/, VAE/, Stable-diffusion/)."""
     from pictale.engine.tiny import write_tiny_models
+    from pictale.engine.tiny.flux_files import write_tiny_flux_files
 
     paths = write_tiny_models(directory)
+    paths.update({f"flux_{k}": v for k, v in write_tiny_flux_files(directory, "schnell").items()})
     for name, path in paths.items():
         console.print(f"{name}: {path}")
 

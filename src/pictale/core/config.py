@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -82,6 +83,17 @@ class Settings(BaseSettings):
     t5_max_tokens: int = 256
     """T5 prompt limit of SD3-family models: 256 by default, up to 512 (longer prompts are cut there)."""
 
+    # -- FLUX.1 single files ------------------------------------------------------------------------
+    flux_t5_file: Annotated[list[str], NoDecode] = ["t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn.safetensors"]
+    """T5-XXL file(s) a Flux transformer file is loaded with, first found wins: names looked up in
+    MODELS_DIR/text_encoder, text_encoders/ and clip/ (and beside the file), or paths; comma-separated in env/CLI."""
+    flux_clip_file: Annotated[list[str], NoDecode] = ["clip_l.safetensors"]
+    """CLIP-L file(s) for Flux transformer files, looked up like flux_t5_file."""
+    flux_vae_file: Annotated[list[str], NoDecode] = ["ae.safetensors"]
+    """Flux VAE file(s), looked up in MODELS_DIR/VAE and vae/ (and beside the file), or paths."""
+    flux_memory: str = "auto"
+    """How a Flux model is held: auto (from free VRAM), full, offload, fp8, sequential (see families/flux/memory.py)."""
+
     # -- stories ------------------------------------------------------------------------------------
     llm_base_url: str | None = None
     """An OpenAI-compatible chat endpoint that writes scene prompts and stories (LM Studio, Ollama, llama.cpp,
@@ -119,6 +131,23 @@ class Settings(BaseSettings):
         if not 1 <= v <= 512:
             raise ValueError("t5_max_tokens must be between 1 and 512 (SD3's T5 takes at most 512 tokens)")
         return v
+
+    @field_validator("flux_t5_file", "flux_clip_file", "flux_vae_file", mode="before")
+    @classmethod
+    def _file_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",")]
+        if isinstance(v, list | tuple) and not [part for part in v if str(part).strip()]:
+            raise ValueError("name at least one file")
+        return [str(part).strip() for part in v if str(part).strip()] if isinstance(v, list | tuple) else v
+
+    @field_validator("flux_memory")
+    @classmethod
+    def _flux_memory(cls, v: str) -> str:
+        modes = ("auto", "full", "offload", "fp8", "sequential")  # engine.families.flux.memory.MEMORY_MODES
+        if v.strip().lower() not in modes:
+            raise ValueError(f"flux_memory must be one of {', '.join(modes)}")
+        return v.strip().lower()
 
     @property
     def models_path(self) -> Path:

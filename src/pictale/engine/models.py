@@ -7,6 +7,9 @@ Single files are loaded with `from_single_file(config=<local dir>)` so no hub ac
 is `<stem>.config/` beside the file when present (the tiny models write one; users can add one for any
 checkpoint), else the packaged `engine/configs/{sd15,sdxl}`.
 
+FLUX.1 transformer files (safetensors, fp8, GGUF) are listed from `Stable-diffusion/` and ComfyUI's `unet/`
+and assembled with their T5, CLIP-L and VAE files by `families.flux.loading` (see `families/flux/files.py`).
+
 Stable Diffusion 3 ("sd3") loads from diffusers folders and hub ids only: its single files bundle three text
 encoders in layouts that need hub configs, so they are refused with a message saying to use a folder.
 
@@ -19,21 +22,22 @@ import json
 import logging
 import os
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
 from pictale.core.errors import ModelLoadError, ModelNotFound, PictaleError, UnsafeModelFile
 from pictale.core.types import ModelEntry
+from pictale.engine.checks.headers import check_complete, read_safetensors_header
 from pictale.engine.demo.layout import DEMO_NAME, DEMO_SOURCE
+from pictale.engine.families.flux.files import UNET_SUBDIR, FluxOptions, gguf_family, is_flux_file, looks_flux
 from pictale.engine.hashes import HashCache
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "Stable-diffusion"
+GGUF_SUFFIX = ".gguf"
 CONFIG_DIR_SUFFIX = ".config"
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl"})
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _SAFE_ONLY = "pictale loads only .safetensors files and diffusers folders"
 
@@ -41,40 +45,12 @@ _SAFE_ONLY = "pictale loads only .safetensors files and diffusers folders"
 # ---------------------------------------------------------------------------------------------- families
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """Tensor name -> {dtype, shape, data_offsets}, read from the JSON header only (no tensor data)."""
-    try:
-        with open(path, "rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise ValueError("file shorter than a safetensors header")
-            (size,) = struct.unpack("<Q", prefix)
-            if size > _MAX_HEADER_BYTES:
-                raise ValueError(f"header of {size} bytes is implausibly large")
-            raw = f.read(size)
-        if len(raw) < size:
-            raise ValueError("truncated header")
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{Path(path).name}: not a readable .safetensors file ({exc})") from exc
-    header.pop("__metadata__", None)
-    return header
-
-
-def check_complete(path: Path, header: dict[str, Any]) -> None:
-    """ModelLoadError when the file is shorter than its header says (a download or copy cut short)."""
-    ends = [v["data_offsets"][1] for v in header.values() if isinstance(v, dict) and "data_offsets" in v]
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-    wanted, have = 8 + size + max(ends, default=0), Path(path).stat().st_size
-    if have < wanted:
-        raise ModelLoadError(f"{Path(path).name}: truncated: {have} bytes, its header describes {wanted}")
-
-
 def family_from_keys(keys: Any, name: str = "checkpoint") -> str:
-    """Model family from A1111 single-file tensor names ("sd15", "sdxl" or "sd2"; SD3 files are refused)."""
+    """Model family from single-file tensor names ("sd15", "sdxl", "sd2" or "flux"; SD3 files are refused).
+
+    `keys` may be a header (name -> info with "shape"): then Flux Fill and Canny/Depth files are refused too."""
+    if is_flux_file(keys, name):
+        return "flux"
     keys = list(keys)
     if any(k.startswith(("model.diffusion_model.joint_blocks.", "joint_blocks.")) for k in keys):
         raise ModelLoadError(
@@ -136,8 +112,10 @@ def detect_family(path: Path) -> str:
         return _family_from_class(str(class_name), path, path.name)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UnsafeModelFile(f"{path.name}: pickle checkpoint refused; {_SAFE_ONLY}")
+    if path.suffix.lower() == GGUF_SUFFIX:
+        return gguf_family(path)
     if path.suffix.lower() != ".safetensors":
-        raise ModelLoadError(f"{path.name}: not a .safetensors file or diffusers folder")
+        raise ModelLoadError(f"{path.name}: not a .safetensors or .gguf file or a diffusers folder")
     return family_from_keys(read_safetensors_header(path), path.name)
 
 
@@ -163,7 +141,9 @@ def _unet_weights(folder: Path) -> Path | None:
 
 
 def _is_config_dir(folder: Path) -> bool:
-    return folder.name.endswith(CONFIG_DIR_SUFFIX) and folder.with_suffix(".safetensors").is_file()
+    return folder.name.endswith(CONFIG_DIR_SUFFIX) and any(
+        folder.with_suffix(s).is_file() for s in (".safetensors", GGUF_SUFFIX)
+    )
 
 
 def _entry(path: Path, rel: str, cache: HashCache, *, complete: bool = False) -> ModelEntry:
@@ -171,7 +151,7 @@ def _entry(path: Path, rel: str, cache: HashCache, *, complete: bool = False) ->
 
     `complete`: a single file shorter than its header says is refused here (the scan lists it as skipped)."""
     family = detect_family(path)
-    if complete and path.is_file():
+    if complete and path.is_file() and path.suffix.lower() != GGUF_SUFFIX:  # GGUF: its reader checks the size
         check_complete(path, read_safetensors_header(path))
     if path.is_dir():
         weights = _unet_weights(path)
@@ -198,13 +178,21 @@ def _entry(path: Path, rel: str, cache: HashCache, *, complete: bool = False) ->
 
 
 def scan_checkpoints(directory: Path, skipped: dict[str, str] | None = None) -> list[ModelEntry]:
-    """Every loadable model under `directory` (recursively), sorted by title, like A1111's checkpoint list.
+    """Every loadable model under `directory` (recursively), sorted by title, like A1111's checkpoint list, then
+    the FLUX.1 transformers of ComfyUI's `unet/` beside it (other files there are no checkpoints: not listed).
 
     `skipped` gets {relative name: why} for each file or folder that looks like a checkpoint but cannot load.
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        return []
+    entries = _scan(directory, skipped) if directory.is_dir() else []
+    unet_dir = directory.parent / UNET_SUBDIR
+    if directory.name == CHECKPOINT_SUBDIR and unet_dir.is_dir():
+        titles = {e.title for e in entries}
+        entries += [e for e in _scan(unet_dir, skipped, flux_only=True) if e.title not in titles]
+    return entries
+
+
+def _scan(directory: Path, skipped: dict[str, str] | None, *, flux_only: bool = False) -> list[ModelEntry]:
     cache = HashCache(directory)
     entries: list[ModelEntry] = []
     seen: set[str] = set()
@@ -224,16 +212,18 @@ def scan_checkpoints(directory: Path, skipped: dict[str, str] | None = None) -> 
         for name in sorted(files):
             path = here / name
             suffix = path.suffix.lower()
-            if suffix == ".safetensors":
-                _add(entries, path, path.relative_to(directory).as_posix(), cache, skipped)
+            if suffix in (".safetensors", GGUF_SUFFIX):
+                _add(entries, path, path.relative_to(directory).as_posix(), cache, skipped, flux_only)
             elif suffix in PICKLE_SUFFIXES:
                 logger.warning("not listing pickle checkpoint %s: %s", path, _SAFE_ONLY)
     cache.save()
     return sorted(entries, key=lambda e: e.title.lower())
 
 
-def _add(entries: list[ModelEntry], path: Path, rel: str, cache: HashCache, skipped: dict | None) -> None:
+def _add(entries: list, path: Path, rel: str, cache: HashCache, skipped: dict | None, flux_only: bool = False) -> None:
     try:
+        if flux_only and not looks_flux(path):
+            return  # ComfyUI's unet/ also holds SD UNets and other models: none is a checkpoint
         entries.append(_entry(path, rel, cache, complete=True))
     except PictaleError as exc:
         logger.warning("skipping %s: %s", path, exc.message)
@@ -334,7 +324,7 @@ def resolve_model(spec: str, models_dir: Path, demo_dir: Path | None = None) -> 
         if not path.exists():
             raise ModelNotFound(f"model file or folder {spec!r} does not exist")
         return _entry_for_path(path)
-    if found := _match(spec, scan_checkpoints(checkpoint_dir)):
+    if found := _match(spec, scan_checkpoints(checkpoint_dir)):  # with the Flux files of models/unet
         return found
     if spec.split(" (")[0] in TINY_FLUX:
         return tiny_flux_entry(
@@ -409,12 +399,16 @@ def _load_hub(hub_id: str, dtype: Any) -> Any:
     )
 
 
-def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) -> Any:
-    """The txt2img pipeline for entry (StableDiffusion[XL|3]Pipeline), with no safety checker."""
+def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None, flux: FluxOptions | None = None) -> Any:
+    """The txt2img pipeline for entry (StableDiffusion[XL|3]Pipeline, Flux[Kontext]Pipeline), no safety checker.
+
+    `flux`: where a Flux transformer file's companions are and its memory mode (default: found from the file's
+    place, "auto"); a Flux single file is placed on `device` by `families.flux.memory.apply_memory_mode`."""
     import torch
 
     if dtype is None:
         dtype = torch.float32 if str(device).startswith("cpu") else torch.float16
+    placed = False
     name = Path(entry.filename).name if entry.source != "hub" else entry.filename
     try:
         if entry.source == "hub":
@@ -429,6 +423,10 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
             cls, extra = _pipeline_class(family, class_name), _no_safety_checker(family)
             if path.is_dir():
                 pipe = cls.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=dtype, **extra)
+            elif family == "flux":
+                from pictale.engine.families.flux.loading import load_flux_file
+
+                pipe, placed = load_flux_file(path, device, dtype, flux or FluxOptions()), True
             else:
                 check_complete(path, read_safetensors_header(path))
                 config = single_file_config_dir(path, family)
@@ -437,7 +435,8 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None) 
             tokenizer = getattr(pipe, attr, None)
             if tokenizer is not None and len(tokenizer) <= 2:
                 raise ModelLoadError(f"{name}: {attr} loaded empty (missing vocab files?)")
-        pipe.to(device)
+        if not placed:
+            pipe.to(device)
     except PictaleError:
         raise
     except Exception as exc:
