@@ -155,8 +155,11 @@ def test_models_list_and_model_per_request(client):
     assert body["object"] == "list"
     assert sorted(m["id"] for m in body["data"]) == ["tiny-sd15", "tiny-sdxl"]
     for m in body["data"]:
-        assert set(m) == {"id", "object", "created", "owned_by"} and m["object"] == "model"
-        assert isinstance(m["created"], int) and m["owned_by"] == "pictale"
+        # OpenAI's fields, then pictale's: family, FLUX.1 variant and licence, the model's defaults (profile)
+        assert set(m) == {"id", "object", "created", "owned_by", "family", "variant", "license", "profile"}
+        assert m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"] == "pictale"
+        assert (m["family"], m["variant"], m["license"]) == (m["id"].removeprefix("tiny-"), None, None)
+        assert m["profile"]["kind"] == "standard" and m["profile"]["steps"] == 20
     assert client.get("/v1/models/tiny-sd15").json()["id"] == "tiny-sd15"
     r = client.get("/v1/models/dall-e-3")
     assert r.status_code == 404

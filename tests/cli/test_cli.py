@@ -74,3 +74,25 @@ def test_generate_with_avatar_tokens(tmp_path, tiny_models):
     r = runner.invoke(app, ["generate", "<be-face:lucie:0.6> a girl", *common, "-o", str(tmp_path / "b")], env=env)
     assert r.exit_code == 2
     assert "did you mean 'lucy'?" in " ".join(r.output.split())
+
+
+def test_models_list_shows_flux_variant_and_licence(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from pictale.engine.tiny.flux import write_tiny_flux
+
+    monkeypatch.setattr("pictale.cli.models.console", Console(width=300))  # one line per model
+
+    ckpts = tmp_path / "data" / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    for variant in ("schnell", "dev"):
+        write_tiny_flux(ckpts, variant)
+    r = runner.invoke(app, ["models", "list", "--data-dir", str(tmp_path / "data")], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:5]] for line in r.output.splitlines()
+            if line.startswith("│") and "tiny-flux" in line}  # fmt: skip
+    assert {title.split(" [")[0]: cells for title, cells in rows.items()} == {
+        "tiny-flux-dev": ["flux", "dev", "FLUX.1 [dev] Non-Commercial License"],
+        "tiny-flux-schnell": ["flux", "schnell", "Apache-2.0"],
+    }
+    assert all(title.endswith("]") for title in rows)  # the hash stays in the title

@@ -172,3 +172,133 @@ def test_sd3_defaults_to_its_own_sampler_steps_and_size():
     assert default_size(p, "sd3") == 1024
     turbo = model_profile(entry("sd3.5-large-turbo", source="folder", family="sd3"))
     assert turbo.kind == "turbo" and turbo.steps == 1  # a few-step kind keeps its own defaults
+
+
+# -- FLUX.1 --------------------------------------------------------------------------------------------------------
+FLUX_DEV = {
+    "kind": "standard",
+    "few_step": False,
+    "sampler": "Euler",
+    "scheduler": "automatic",
+    "steps": 28,
+    "cfg_scale": 1.0,
+    "size": None,
+    "source": "files",
+    "variant": "dev",
+    "distilled_cfg_scale": 3.5,
+    "t5_tokens": 512,
+}
+
+
+@pytest.fixture(scope="module")
+def flux_folders(tmp_path_factory):
+    from pictale.engine.tiny.flux import write_tiny_flux
+
+    root = tmp_path_factory.mktemp("tiny-flux")
+    return {variant: write_tiny_flux(root, variant)[0] for variant in ("schnell", "dev", "kontext")}
+
+
+def flux_entry(path: Path, source: str = "folder") -> ModelEntry:
+    return ModelEntry(f"{path.name} [0123456789]", path.stem, str(path), source, "flux", "0123456789" * 6)
+
+
+def safetensors_file(path: Path, keys: list[str]) -> Path:
+    """A single file whose header names `keys` (the variant is told from tensor names only)."""
+    header = json.dumps({k: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]} for k in keys}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    return path
+
+
+def test_flux_variants_get_their_defaults(flux_folders):
+    assert model_profile(flux_entry(flux_folders["dev"])).to_json() == FLUX_DEV
+    schnell = model_profile(flux_entry(flux_folders["schnell"])).to_json()
+    assert schnell == {**FLUX_DEV, "few_step": True, "steps": 4, "variant": "schnell", "distilled_cfg_scale": None,
+                       "t5_tokens": 256}  # fmt: skip
+    kontext = model_profile(flux_entry(flux_folders["kontext"])).to_json()
+    assert kontext == {**FLUX_DEV, "variant": "kontext", "distilled_cfg_scale": 2.5}
+    dev = model_profile(flux_entry(flux_folders["dev"]))
+    assert dev.own_defaults and not dev.few_step and default_size(dev, "flux") == default_size(dev, None) == 1024
+
+
+def test_flux_single_files_by_tensor_names_sidecar_and_name(tmp_path):
+    guided = ["double_blocks.0.img_attn.qkv.weight", "guidance_in.in_layer.weight"]
+    dev = safetensors_file(tmp_path / "flux1-custom.safetensors", guided)
+    schnell = safetensors_file(tmp_path / "flux1-fast.safetensors", guided[:1])
+    kontext = safetensors_file(tmp_path / "flux1-kontext-dev.safetensors", guided)
+    relabelled = safetensors_file(tmp_path / "mine.safetensors", guided)
+    (tmp_path / "mine.pictale.json").write_text(json.dumps({"variant": "kontext"}))
+    gguf_schnell, gguf = tmp_path / "flux1-schnell-Q4_K_S.gguf", tmp_path / "mystery.gguf"
+    gguf_schnell.write_bytes(b"GGUF"), gguf.write_bytes(b"GGUF")
+    found = {p.name: model_profile(flux_entry(p, "single_file")).variant for p in (dev, schnell, kontext, relabelled)}
+    found |= {p.name: model_profile(flux_entry(p, "single_file")).variant for p in (gguf_schnell, gguf)}
+    assert found == {
+        "flux1-custom.safetensors": "dev",
+        "flux1-fast.safetensors": "schnell",
+        "flux1-kontext-dev.safetensors": "kontext",
+        "mine.safetensors": "kontext",
+        "flux1-schnell-Q4_K_S.gguf": "schnell",
+        "mystery.gguf": "dev",  # nothing says: dev's defaults (more steps, guidance) are the safe ones
+    }
+    p = model_profile(flux_entry(relabelled, "single_file"))
+    assert (p.source, p.distilled_cfg_scale) == ("sidecar", 2.5)
+
+
+def test_flux_sidecar_and_name_override_the_variant_defaults(tmp_path, flux_folders):
+    folder = tmp_path / "flux-dev-hyper-8steps"
+    shutil.copytree(flux_folders["dev"], folder)
+    p = model_profile(flux_entry(folder))
+    assert (p.variant, p.steps, p.sampler, p.kind) == ("dev", 8, "Euler", "standard")  # no DDIM for a flow model
+    (tmp_path / "flux-dev-hyper-8steps.pictale.json").write_text(
+        json.dumps({"distilled_cfg_scale": 4, "t5_tokens": 300, "steps": 12, "cfg_scale": 2})
+    )
+    p = model_profile(flux_entry(folder))
+    assert (p.steps, p.cfg_scale, p.distilled_cfg_scale, p.t5_tokens) == (12, 2.0, 4.0, 300)
+    assert model_profile(entry("sd-with-sidecar", str(folder), family="sdxl")).distilled_cfg_scale is None
+
+
+def test_flux_t5_tokens_follow_an_explicit_t5_max_tokens(tmp_path, flux_folders):
+    dev, schnell = flux_entry(flux_folders["dev"]), flux_entry(flux_folders["schnell"])
+    default = Settings(data_dir=tmp_path)
+    assert (profile_for(default, dev).t5_tokens, profile_for(default, schnell).t5_tokens) == (512, 256)
+    assert profile_for(default, entry("sd3-medium", family="sd3")).t5_tokens is None  # SD3: the engine's setting
+    explicit = Settings(data_dir=tmp_path, t5_max_tokens=400)
+    assert (profile_for(explicit, dev).t5_tokens, profile_for(explicit, schnell).t5_tokens) == (400, 256)
+    short = Settings(data_dir=tmp_path, t5_max_tokens=128)
+    assert (profile_for(short, dev).t5_tokens, profile_for(short, schnell).t5_tokens) == (128, 128)
+
+
+def test_apply_profile_fills_distilled_guidance_unless_sent(flux_folders):
+    dev = model_profile(flux_entry(flux_folders["dev"]))
+    fields = {"sampler": "DPM++ 2M", "steps": 50, "cfg_scale": 7.0, "distilled_cfg_scale": None}
+    assert apply_profile(fields, dev, set()) == {"sampler": "Euler", "scheduler": "automatic", "steps": 28,
+                                                 "cfg_scale": 1.0, "distilled_cfg_scale": 3.5}  # fmt: skip
+    sent = apply_profile({**fields, "distilled_cfg_scale": 5.0}, dev, {"distilled_cfg_scale", "cfg_scale"})
+    assert (sent["distilled_cfg_scale"], sent["cfg_scale"], sent["steps"]) == (5.0, 7.0, 28)
+    schnell = model_profile(flux_entry(flux_folders["schnell"]))
+    assert "distilled_cfg_scale" not in apply_profile({}, schnell, set())
+
+
+def test_hub_flux_model_learns_its_variant_from_the_loaded_engine(tmp_path):
+    from types import SimpleNamespace
+
+    from pictale.service.profiles import service_profile
+
+    hub = ModelEntry("someone/flux-finetune", "someone/flux-finetune", "someone/flux-finetune", "hub")
+    engine = SimpleNamespace(family="flux", flux_variant="kontext", entry=hub)
+    loaded = SimpleNamespace(settings=Settings(data_dir=tmp_path), current_model=hub, engine=engine)
+    p = service_profile(loaded, hub)
+    assert (p.variant, p.distilled_cfg_scale, p.source, default_size(p, None)) == ("kontext", 2.5, "name", 1024)
+    assert service_profile(SimpleNamespace(settings=loaded.settings, current_model=None), hub).variant is None
+
+
+def test_flux_jobs_floor_sizes_to_16_and_carry_their_t5_length():
+    from pictale.core.types import GenerationSpec, HiresSpec
+    from pictale.service.flux import fit_flux_job
+
+    spec = GenerationSpec(width=1000, height=72, distilled_cfg_scale=4.0, hires=HiresSpec(resize_x=1400))
+    dev = fit_flux_job(spec, "dev", 512)
+    assert (dev.width, dev.height, dev.hires.resize_x, dev.hires.resize_y) == (992, 64, 1392, 0)
+    assert (dev.distilled_cfg_scale, dev.t5_tokens) == (4.0, 512)
+    schnell = fit_flux_job(spec, "schnell", 256)
+    assert (schnell.distilled_cfg_scale, schnell.t5_tokens) == (None, 256)  # no guidance embedding to feed
+    assert fit_flux_job(spec, None, None) is spec

@@ -169,11 +169,14 @@ def generate(
     prompt: Annotated[str, typer.Argument(help="The prompt (A1111 syntax).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the PNGs.")] = Path("outputs"),
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
-    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps (20; few-step and FLUX.1 models: theirs).")] = None,
     seed: Annotated[int, typer.Option(help="Seed; -1 random; image i uses seed+i.")] = -1,
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "512x512",
-    sampler: Annotated[str, typer.Option(help='A1111 sampler name, e.g. "DPM++ 2M Karras".')] = "Euler",
-    cfg: Annotated[float, typer.Option(help="CFG scale.")] = 7.0,
+    sampler: Annotated[str | None, typer.Option(help='A1111 sampler name, e.g. "DPM++ 2M Karras" (Euler).')] = None,
+    cfg: Annotated[float | None, typer.Option(help="CFG scale (7; few-step and FLUX.1 models: theirs).")] = None,
+    distilled_cfg: Annotated[
+        float | None, typer.Option(help="FLUX.1 dev/Kontext: distilled guidance (Forge's; default: the model's).")
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="Number of images.")] = 1,
     model: ModelOpt = None,
     data_dir: DataDir = None,
@@ -213,20 +216,23 @@ def generate(
         for note in svc.startup_notes:
             console.print(f"[bold red]{note}[/bold red]")
         console.print(f"model: {entry.title}")
-        name, schedule = resolve_sampler(sampler, None)
+        name, schedule = resolve_sampler(sampler or "Euler", None)
         spec = GenerationSpec(
             prompt=prompt,
             negative_prompt=negative,
-            steps=steps,
+            steps=20 if steps is None else steps,
             seed=seed,
             width=width,
             height=height,
             sampler=name,
             scheduler=schedule,
-            cfg_scale=cfg,
+            cfg_scale=7.0 if cfg is None else cfg,
+            distilled_cfg_scale=distilled_cfg,
             batch_size=1,
             n_iter=n,
         )
+        spec = _with_profile(svc, spec, steps=steps, sampler=sampler, cfg=cfg)
+        steps = spec.steps
         job = svc.submit(spec, owner=owner)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with progress(*columns) as bar:
@@ -248,6 +254,23 @@ def generate(
         path = output / f"{start + i:05d}-{s}.png"
         write_atomically(path, data)
         typer.echo(str(path))
+
+
+def _with_profile(svc: Any, spec: Any, **given: Any) -> Any:
+    """Few-step and FLUX.1 models get their own sampler, steps and CFG where no option was given (as on the A1111
+    route); the fixed defaults stay for the others."""
+    from dataclasses import replace
+
+    from pictale.service.profiles import apply_profile, profile_of_request
+
+    profile, _ = profile_of_request(svc)
+    if not profile.own_defaults:
+        return spec
+    sent = {"steps": given["steps"], "cfg_scale": given["cfg"], "sampler": given["sampler"]}
+    sent |= {"scheduler": given["sampler"], "distilled_cfg_scale": spec.distilled_cfg_scale}
+    explicit = {"width", "height"} | {name for name, value in sent.items() if value is not None}
+    fields = {k: getattr(spec, k) for k in ("sampler", "scheduler", "steps", "cfg_scale", "width", "height")}
+    return replace(spec, **apply_profile(fields, profile, explicit))
 
 
 def main() -> None:  # pragma: no cover - console script entry

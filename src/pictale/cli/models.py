@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="List, build and download checkpoints.", no_args_is_help=True)
@@ -18,15 +19,20 @@ def list_models(data_dir: Annotated[Path | None, typer.Option(help="Data dir.")]
     """Checkpoints found in the models dir (as /sdapi/v1/sd-models lists them)."""
     from pictale.cli.main import make_settings
     from pictale.engine.models import scan_checkpoints
+    from pictale.service.flux import entry_variant, license_of
 
     settings = make_settings(data_dir=data_dir)
     settings.checkpoints_path.mkdir(parents=True, exist_ok=True)
     entries = scan_checkpoints(settings.checkpoints_path)
     table = Table(title=f"checkpoints in {settings.checkpoints_path}")
-    for col in ("title", "family", "source", "filename"):
+    table.add_column("title", no_wrap=True)  # the name and its [hash] stay on one line; the others wrap
+    for col in ("family", "variant", "licence", "source"):
         table.add_column(col)
+    table.add_column("filename", overflow="fold")
     for e in entries:
-        table.add_row(e.title, e.family or "?", e.source, e.filename)
+        variant = entry_variant(e)  # FLUX.1: schnell, dev or kontext, and the weights' licence
+        cells = (e.title, e.family or "?", variant or "", license_of(variant) or "", e.source, e.filename)
+        table.add_row(*(escape(cell) for cell in cells))  # "[dev]" and "[hash]" are text, not rich markup
     console.print(table)
     if not entries:
         console.print("no checkpoints: `pictale models pull HUB_ID`, or drop a .safetensors file there")

@@ -21,6 +21,10 @@ MIN_SIZE = 64
 """The smallest width or height (A1111's slider minimum; the latent is then 8x8)."""
 SIZE_STEP = 8
 """Sizes are multiples of 8 (the VAE's factor). A1111-style fields are floored to it, "WxH" strings are checked."""
+GUIDANCE_MAX = 30.0
+"""The largest CFG and distilled-guidance scale (A1111's and Forge's slider maximum)."""
+T5_TOKENS_MAX = 512
+"""The longest T5 sequence the T5-family pipelines take (SD3, FLUX.1 dev)."""
 
 
 def check_seed(value: Any, field: str = "seed") -> int:

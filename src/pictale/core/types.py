@@ -86,6 +86,9 @@ class GenerationSpec:
     distilled_cfg_scale: float | None = None
     """FLUX.1 dev/Kontext: the distilled guidance fed to the transformer (Forge's "Distilled CFG Scale"); None:
     the model's profile. `cfg_scale` above 1 is true CFG with the negative prompt there, at twice the cost."""
+    t5_tokens: int | None = None
+    """T5 family: the T5 sequence length of this job (the service sets it for FLUX.1 jobs from the model's profile,
+    or `Settings.t5_max_tokens` when that was set explicitly); None: the engine's own `t5_max_tokens`."""
     width: int = 512
     height: int = 512
     sampler: str = "Euler"

@@ -21,10 +21,12 @@ from pictale.prompt.compile import compile_negative, compile_prompt
 from pictale.service.avatars import OwnerResolver, avatar_infotext
 from pictale.service.batching import batch_key
 from pictale.service.characters import expand_characters
+from pictale.service.flux import distilled_infotext, fit_flux_job
 from pictale.service.img2img import prepare_images
 from pictale.service.limits import check_spec
 from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog, unloadable_message
 from pictale.service.previews import LivePreviews, preview_every
+from pictale.service.profiles import profile_of_request
 from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
 from pictale.service.styles import StyleStore
 from pictale.storage.infotext import encode_image
@@ -213,14 +215,16 @@ class GenerationService:
         return self.submit(spec, **kw).future.result()
 
     def normalize(self, spec: GenerationSpec) -> GenerationSpec:
-        """Every limit checked before the job is queued (service.limits); sizes floored to multiples of 8."""
+        """Every limit checked before the job is queued (service.limits); sizes floored to multiples of 8 (16 on
+        FLUX.1, whose jobs also get their T5 length: service.flux)."""
         spec = check_spec(self.settings, spec)
         if spec.model:
             try:
                 self.catalog.find(spec.model)
             except ModelNotFound as exc:
                 raise ModelNotFound(exc.message, param="sd_model_checkpoint") from None
-        return spec
+        profile, _ = profile_of_request(self, spec.model)
+        return fit_flux_job(spec, profile.variant, profile.t5_tokens)
 
     def compile(self, spec: GenerationSpec, owner: str) -> tuple[GenerationSpec, PromptTexts]:
         """Expand characters, parse avatar tokens (422 on any problem, before queueing); texts go to the encoder."""
@@ -346,6 +350,7 @@ class GenerationService:
         model = self.engine.entry
         extra = dict(spec.extra.get("infotext_extra") or {})
         extra.update(getattr(out, "infotext", None) or {})  # the engine's notes (T5 tokens, sampler that ran)
+        extra.update(distilled_infotext(self, spec))
         if spec.hires is not None:
             extra.update(hires_params(spec))
         extra.update(avatar_infotext(spec.avatars))

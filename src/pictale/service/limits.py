@@ -6,7 +6,15 @@ from dataclasses import replace
 
 from pictale.core.config import Settings
 from pictale.core.errors import InvalidRequest
-from pictale.core.limits import MIN_SIZE, check_dimension, check_finite, check_seed, check_text
+from pictale.core.limits import (
+    GUIDANCE_MAX,
+    MIN_SIZE,
+    T5_TOKENS_MAX,
+    check_dimension,
+    check_finite,
+    check_seed,
+    check_text,
+)
 from pictale.core.types import GenerationSpec, HiresSpec
 
 
@@ -17,6 +25,7 @@ def check_spec(s: Settings, spec: GenerationSpec) -> GenerationSpec:
     check_seed(spec.subseed, "subseed")
     for name in ("cfg_scale", "subseed_strength", "denoising_strength"):
         check_finite(getattr(spec, name), name)
+    _check_guidance(spec)
     check_dimension(spec.width, "width", s.max_width, "--max-width")
     check_dimension(spec.height, "height", s.max_height, "--max-height")
     width, height = spec.width // 8 * 8, spec.height // 8 * 8
@@ -52,6 +61,19 @@ def check_spec(s: Settings, spec: GenerationSpec) -> GenerationSpec:
             param="inpaint_full_res_padding",
         )
     return replace(spec, width=width, height=height)
+
+
+def _check_guidance(spec: GenerationSpec) -> None:
+    """FLUX.1's distilled guidance (None: the model's profile) and a job's T5 length, when given."""
+    value = spec.distilled_cfg_scale
+    if value is not None:
+        check_finite(value, "distilled_cfg_scale")
+        if not 0.0 <= value <= GUIDANCE_MAX:
+            raise InvalidRequest(
+                f"distilled_cfg_scale must be from 0 to {GUIDANCE_MAX:g} (got {value:g})", param="distilled_cfg_scale"
+            )
+    if spec.t5_tokens is not None and not 1 <= spec.t5_tokens <= T5_TOKENS_MAX:
+        raise InvalidRequest(f"t5_tokens must be from 1 to {T5_TOKENS_MAX} (got {_short(spec.t5_tokens)})")
 
 
 def _check_prompts(s: Settings, spec: GenerationSpec) -> None:

@@ -25,6 +25,13 @@ Defaults, from the model cards (diffusers examples) translated to A1111 names:
 
 "No CFG" is written as CFG scale 1.0, not 0: diffusers disables CFG for any guidance_scale <= 1 (the same
 image), while A1111 reads a pasted "CFG scale: 0" as "ignore the prompt". A client may still send 0.
+
+FLUX.1 models (family "flux") get their variant's defaults instead (`service.flux` tells the variant), in Forge's
+terms: CFG scale 1 (true CFG, with the negative prompt, only above 1, at twice the cost) and the distilled
+guidance fed to the transformer's embedding, which schnell has not. schnell: Euler, 4 steps, 256 T5 tokens (its
+limit); dev: Euler, 28 steps, distilled 3.5, 512 T5 tokens; Kontext: as dev with distilled 2.5 (BFL's example).
+A "Nstep(s)" in the name sets the steps (distilled merges); a sidecar may set `distilled_cfg_scale` and `t5_tokens`
+too. `t5_max_tokens` set explicitly (flag or environment) replaces the T5 length (schnell: at most 256).
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from pictale.core.config import Settings
+from pictale.core.limits import T5_TOKENS_MAX
 from pictale.core.types import ModelEntry
+from pictale.service.flux import FLUX, entry_variant, model_variant
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +54,7 @@ STANDARD = "standard"
 KINDS = (STANDARD, "lcm", "turbo", "lightning", "hyper")
 SIDECAR_SUFFIX = ".pictale.json"
 PROFILE_FIELDS = ("sampler", "scheduler", "steps", "cfg_scale")
-STANDARD_SIZES = {"sdxl": 1024, "sd3": 1024}
+STANDARD_SIZES = {"sdxl": 1024, "sd3": 1024, FLUX: 1024}
 """Default image side per family when neither client nor profile says; 512 for the others."""
 
 
@@ -62,10 +71,22 @@ class Profile:
     """Default width and height when the model wants one (SDXL Turbo: 512); None: the family's default."""
     source: str = "default"
     """Where the kind came from: "declared", "sidecar", "files", "name" or "default"."""
+    variant: str | None = None
+    """FLUX.1 models: "schnell", "dev" or "kontext"; None for other families."""
+    distilled_cfg_scale: float | None = None
+    """FLUX.1 dev/Kontext: the distilled guidance (Forge's "Distilled CFG Scale"); None where the model has none."""
+    t5_tokens: int | None = None
+    """FLUX.1: the T5 sequence length of its jobs; None for other families (SD3 uses `t5_max_tokens`)."""
 
     @property
     def few_step(self) -> bool:
-        return self.kind != STANDARD
+        """Timestep-distilled: the few-step kinds and FLUX.1 schnell."""
+        return self.kind != STANDARD or self.variant == "schnell"
+
+    @property
+    def own_defaults(self) -> bool:
+        """The model's defaults replace a dialect's fixed ones (A1111's 50 steps, CFG 7): few-step and Flux models."""
+        return self.few_step or self.variant is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +98,9 @@ class Profile:
             "cfg_scale": self.cfg_scale,
             "size": self.size,
             "source": self.source,
+            "variant": self.variant,
+            "distilled_cfg_scale": self.distilled_cfg_scale,
+            "t5_tokens": self.t5_tokens,
         }
 
 
@@ -88,18 +112,34 @@ _DEFAULTS: dict[str, Profile] = {
     "hyper": Profile("hyper", "DDIM", "sgm_uniform", 8, 1.0),
 }
 _EMBEDDED_GUIDANCE_CFG = 8.0
+_FLUX_DEFAULTS: dict[str, Profile] = {
+    "schnell": Profile(STANDARD, "Euler", "automatic", 4, 1.0, variant="schnell", t5_tokens=256),
+    "dev": Profile(STANDARD, "Euler", "automatic", 28, 1.0, variant="dev", distilled_cfg_scale=3.5, t5_tokens=512),
+    "kontext": Profile(
+        STANDARD, "Euler", "automatic", 28, 1.0, variant="kontext", distilled_cfg_scale=2.5, t5_tokens=512
+    ),
+}
+_FLUX_T5_LIMIT = {"schnell": 256}
+"""schnell was trained with 256 T5 tokens (diffusers: "cannot be more than 256"); dev and Kontext take 512."""
 
 _STEPS = re.compile(r"(?<![a-z0-9])(\d{1,2})[-_ ]?steps?(?![a-z])")
 _HYPER = re.compile(r"hyper[-_ ]?sd")
 _CFG_WORD = re.compile(r"(?<![a-z])cfg(?![a-z])")
 
 
-def model_profile(entry: ModelEntry, declared: str | None = None) -> Profile:
-    """The profile of `entry`: declared kind, else sidecar, else the folder's files, else its name."""
+def model_profile(
+    entry: ModelEntry, declared: str | None = None, *, variant: str | None = None, t5_max_tokens: int | None = None
+) -> Profile:
+    """The profile of `entry`: declared kind, else sidecar, else the folder's files, else its name. FLUX.1 models
+    (`variant`, else told from the entry's files) get their variant's defaults; `t5_max_tokens`, when the user set
+    it, their T5 length."""
     path = Path(entry.filename) if entry.source != "hub" else None
     sidecar = _read_sidecar(path) if path is not None else {}
-    embedded = path is not None and _embedded_guidance(path)
     names = _names(entry)
+    variant = variant or entry_variant(entry)
+    if variant is not None:
+        return _with_overrides(_flux_profile(variant, declared, sidecar, names, t5_max_tokens, path), sidecar)
+    embedded = path is not None and _embedded_guidance(path)
     if declared:
         kind, source = _check_kind(declared, "PICTALE_MODEL_KIND"), "declared"
     elif sidecar.get("kind"):
@@ -120,6 +160,25 @@ def model_profile(entry: ModelEntry, declared: str | None = None) -> Profile:
     if kind == "hyper" and _CFG_WORD.search(names):
         profile = replace(profile, cfg_scale=5.0)
     return _with_overrides(profile, sidecar)
+
+
+def _flux_profile(
+    variant: str, declared: str | None, sidecar: dict[str, Any], names: str, t5_max_tokens: int | None, path
+) -> Profile:
+    """A Flux variant's defaults. A declared or sidecar kind only labels it (the kinds' samplers are not flow
+    samplers); a step count in the name sets the steps."""
+    if declared:
+        kind, source = _check_kind(declared, "PICTALE_MODEL_KIND"), "declared"
+    elif sidecar.get("kind") or sidecar.get("variant"):
+        kind, source = _check_kind(str(sidecar.get("kind") or STANDARD), _sidecar_path(path).name), "sidecar"
+    else:
+        kind, source = STANDARD, "files" if path is not None else "name"
+    profile = replace(_FLUX_DEFAULTS[variant], kind=kind, source=source)
+    if m := _STEPS.search(names):
+        profile = replace(profile, steps=max(1, int(m.group(1))))
+    if t5_max_tokens is not None:
+        profile = replace(profile, t5_tokens=min(t5_max_tokens, _FLUX_T5_LIMIT.get(variant, T5_TOKENS_MAX)))
+    return profile
 
 
 def _names(entry: ModelEntry) -> str:
@@ -189,6 +248,10 @@ def _with_overrides(profile: Profile, sidecar: dict[str, Any]) -> Profile:
             changes["cfg_scale"] = float(sidecar["cfg_scale"])
         if sidecar.get("size") is not None:
             changes["size"] = int(sidecar["size"])
+        if profile.variant is not None and sidecar.get("distilled_cfg_scale") is not None:
+            changes["distilled_cfg_scale"] = float(sidecar["distilled_cfg_scale"])
+        if profile.variant is not None and sidecar.get("t5_tokens") is not None:
+            changes["t5_tokens"] = min(max(1, int(sidecar["t5_tokens"])), T5_TOKENS_MAX)
     except (TypeError, ValueError) as exc:
         log.warning("ignoring a bad value in a model sidecar: %s", exc)
         return profile
@@ -231,9 +294,16 @@ def declared_kind(settings: Settings, entry: ModelEntry) -> str | None:
     return None
 
 
-def profile_for(settings: Settings, entry: ModelEntry) -> Profile:
-    """The profile the server uses for `entry`, honouring `PICTALE_MODEL_KIND` for the start-up model."""
-    return model_profile(entry, declared_kind(settings, entry))
+def profile_for(settings: Settings, entry: ModelEntry, variant: str | None = None) -> Profile:
+    """The profile the server uses for `entry`, honouring `PICTALE_MODEL_KIND` for the start-up model and an
+    explicitly set `t5_max_tokens` for Flux models (`variant`: a Flux model's, when the caller knows it)."""
+    t5 = settings.t5_max_tokens if "t5_max_tokens" in settings.model_fields_set else None
+    return model_profile(entry, declared_kind(settings, entry), variant=variant, t5_max_tokens=t5)
+
+
+def service_profile(service: Any, entry: ModelEntry) -> Profile:
+    """`profile_for` with what the running server knows: a loaded hub model's Flux variant comes from the engine."""
+    return profile_for(service.settings, entry, model_variant(service, entry))
 
 
 def profile_of_request(service: Any, model: str | None = None) -> tuple[Profile, ModelEntry | None]:
@@ -243,7 +313,7 @@ def profile_of_request(service: Any, model: str | None = None) -> tuple[Profile,
     entry = service.catalog.find(str(wanted)) if wanted else service.current_model
     if entry is None:
         return default_profile(), None
-    return profile_for(service.settings, entry), entry
+    return service_profile(service, entry), entry
 
 
 def default_profile(kind: str = STANDARD) -> Profile:
@@ -252,17 +322,21 @@ def default_profile(kind: str = STANDARD) -> Profile:
 
 
 def default_size(profile: Profile, family: str | None) -> int:
-    """Default image side: the profile's, else 1024 for SDXL and SD3 and 512 for the others."""
+    """Default image side: the profile's, else 1024 for SDXL, SD3 and FLUX.1 and 512 for the others."""
+    family = FLUX if profile.variant is not None else family  # a hub model's family is known once it is loaded
     return profile.size or STANDARD_SIZES.get(family or "", 512)
 
 
 def apply_profile(spec_fields: dict[str, Any], profile: Profile, explicit: set[str]) -> dict[str, Any]:
-    """Fill sampler, scheduler, steps and cfg_scale (and width/height when the profile has a size) from the
-    profile wherever the client left them unset (not in `explicit`); returns a new dict."""
+    """Fill sampler, scheduler, steps and cfg_scale (and width/height when the profile has a size, and a Flux
+    model's distilled_cfg_scale) from the profile wherever the client left them unset (not in `explicit`);
+    returns a new dict."""
     out = dict(spec_fields)
     for name in PROFILE_FIELDS:
         if name not in explicit:
             out[name] = getattr(profile, name)
+    if profile.distilled_cfg_scale is not None and "distilled_cfg_scale" not in explicit:
+        out["distilled_cfg_scale"] = profile.distilled_cfg_scale
     if profile.size is not None:
         for name in ("width", "height"):
             if name not in explicit:

@@ -64,6 +64,7 @@ class GenerationResult:
             "height": spec.height,
             "sampler_name": self.extra_params.get("Sampler") or spec.sampler,  # what ran (SD3 maps names)
             "cfg_scale": spec.cfg_scale,
+            "distilled_cfg_scale": self.extra_params.get("Distilled CFG Scale"),  # FLUX.1 dev/Kontext (Forge)
             "steps": spec.steps,
             "batch_size": spec.batch_size,
             "restore_faces": False,
@@ -98,6 +99,7 @@ def infotext_params(
         "Sampler": spec.sampler,
         "Schedule type": _schedule_type(spec),
         "CFG scale": spec.cfg_scale,
+        "Distilled CFG Scale": None,  # Forge's key, here: the service gives it for FLUX.1 dev/Kontext jobs
         "Seed": seed,
         "Size": f"{spec.width}x{spec.height}",
         "Model hash": model.short_hash if model else None,

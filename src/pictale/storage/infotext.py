@@ -25,6 +25,7 @@ A1111_KEY_ORDER: tuple[str, ...] = (
     "Sampler",
     "Schedule type",
     "CFG scale",
+    "Distilled CFG Scale",
     "Image CFG scale",
     "Seed",
     "Face restoration",

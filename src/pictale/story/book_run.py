@@ -324,6 +324,7 @@ def page_spec(req: dict[str, Any], prompt: str, seed: int, count: int, infotext:
         seed=seed,
         steps=req["steps"],
         cfg_scale=req["cfg_scale"],
+        distilled_cfg_scale=req.get("distilled_cfg_scale"),
         width=req["width"],
         height=req["height"],
         sampler=req["sampler"],

@@ -23,6 +23,8 @@ router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(require_auth)])
 
 def _response(result: GenerationResult, parameters: dict[str, Any], send_images: bool) -> dict[str, Any]:
     images = [base64.b64encode(b).decode("ascii") for b in result.images] if send_images else []
+    if parameters.get("distilled_cfg_scale") is None:  # the echo names the distilled guidance that ran (Flux)
+        parameters = {**parameters, "distilled_cfg_scale": result.extra_params.get("Distilled CFG Scale")}
     return {"images": images, "parameters": parameters, "info": result.info_json()}
 
 
@@ -50,13 +52,16 @@ async def img2img(request: Request, body: Img2ImgRequest = Body(default_factory=
     return _response(result, body.filled(), body.send_images is not False)
 
 
+_PROFILED = ("sampler", "scheduler", "steps", "cfg_scale", "distilled_cfg_scale", "width", "height")
+
+
 def with_profile(svc: GenerationService, spec: GenerationSpec, explicit: set[str]) -> GenerationSpec:
-    """Few-step models (LCM, turbo, lightning, hyper) get their own sampler, steps and CFG where the client
-    sent none; A1111's defaults (50 steps, Euler, CFG 7) stay for ordinary models."""
+    """Few-step models (LCM, turbo, lightning, hyper) and FLUX.1 get their own sampler, steps, CFG (and Flux its
+    distilled guidance) where the client sent none; A1111's defaults (50 steps, Euler, CFG 7) stay for the others."""
     profile, _ = profile_of_request(svc, spec.model)
-    if not profile.few_step:
+    if not profile.own_defaults:
         return spec
-    fields = {name: getattr(spec, name) for name in ("sampler", "scheduler", "steps", "cfg_scale", "width", "height")}
+    fields = {name: getattr(spec, name) for name in _PROFILED}
     return replace(spec, **apply_profile(fields, profile, explicit))
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pictale.core.errors import InitImageMissing, InvalidRequest, ScriptNotFound
 from pictale.core.images import decode_image, decode_images
+from pictale.core.limits import GUIDANCE_MAX
 from pictale.core.samplers import resolve_sampler
 from pictale.core.types import GenerationSpec, HiresSpec
 
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "n_iter": 1,
     "steps": 50,
     "cfg_scale": 7.0,
+    "distilled_cfg_scale": None,
     "width": 512,
     "height": 512,
     "restore_faces": None,
@@ -127,6 +129,8 @@ class GenerationRequest(_Tolerant):
     n_iter: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)
     cfg_scale: float | None = None
+    distilled_cfg_scale: float | None = Field(None, ge=0.0, le=GUIDANCE_MAX)
+    """Forge's: FLUX.1 dev/Kontext's distilled guidance; unset: the model's (3.5, Kontext 2.5); others ignore it."""
     width: int | None = None
     height: int | None = None
     restore_faces: bool | None = None
@@ -167,7 +171,7 @@ class GenerationRequest(_Tolerant):
     def explicit(self) -> set[str]:
         """GenerationSpec fields the client set itself (a few-step model's defaults fill only the others)."""
         sent = {k for k in self.model_fields_set if getattr(self, k) is not None}
-        out = {name for name in ("steps", "cfg_scale", "width", "height") if name in sent}
+        out = {name for name in ("steps", "cfg_scale", "distilled_cfg_scale", "width", "height") if name in sent}
         if sent & {"sampler_name", "sampler_index"}:
             out |= {"sampler", "scheduler"}
         if "scheduler" in sent:
@@ -201,6 +205,7 @@ class GenerationRequest(_Tolerant):
             "subseed_strength": float(d["subseed_strength"]),
             "steps": int(d["steps"]),
             "cfg_scale": float(d["cfg_scale"]),
+            "distilled_cfg_scale": d["distilled_cfg_scale"],
             "width": int(d["width"]),
             "height": int(d["height"]),
             "sampler": sampler,

@@ -5,8 +5,9 @@ unknown field is a 422 naming it, so a typo ("step", "cfg") never silently falls
 sampler or schedule names are 422 too (A1111 quietly runs DPM++ 2M instead).
 
 Defaults: what the model's profile says (`service.profiles`): DPM++ 2M (Karras), 20 steps, CFG 7 for standard
-models, and the few-step settings for LCM / Turbo / Lightning / Hyper-SD models. Size: 512x512, 1024x1024 on
-SDXL, or the profile's size (SDXL Turbo: 512).
+models, the few-step settings for LCM / Turbo / Lightning / Hyper-SD models, and FLUX.1's own (Euler, CFG 1,
+schnell 4 steps, dev and Kontext 28 with distilled guidance). Size: 512x512, 1024x1024 on SDXL, SD3 and FLUX.1
+(floored to multiples of 16 there), or the profile's size (SDXL Turbo: 512).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pictale.api.a1111.schemas import HIRES_UPSCALERS
 from pictale.core.errors import InvalidRequest
 from pictale.core.images import decode_image, decode_images
-from pictale.core.limits import Seed
+from pictale.core.limits import GUIDANCE_MAX, Seed
 from pictale.core.samplers import (
     AUTOMATIC,
     SCHEDULERS_API,
@@ -33,7 +34,7 @@ from pictale.core.samplers import (
 from pictale.core.types import GenerationSpec, HiresSpec
 from pictale.service.profiles import Profile, apply_profile, default_profile, default_size
 
-_PROFILED = ("sampler", "scheduler", "steps", "cfg_scale", "width", "height")
+_PROFILED = ("sampler", "scheduler", "steps", "cfg_scale", "distilled_cfg_scale", "width", "height")
 
 
 class _Strict(BaseModel):
@@ -73,7 +74,11 @@ class JobRequest(_Strict):
     subseed: Seed = -1
     subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
     steps: int | None = Field(None, ge=1)
-    cfg_scale: float | None = Field(None, ge=0.0, le=30.0)
+    cfg_scale: float | None = Field(None, ge=0.0, le=GUIDANCE_MAX)
+    """Above 1: real CFG with the negative prompt (on FLUX.1 too, at twice the cost; its profile says 1)."""
+    distilled_cfg_scale: float | None = Field(None, ge=0.0, le=GUIDANCE_MAX)
+    """FLUX.1 dev/Kontext: the distilled guidance (Forge's "Distilled CFG Scale"); unset: the model's (3.5,
+    Kontext 2.5). Other models ignore it."""
     width: int | None = None
     height: int | None = None
     sampler: str | None = None
@@ -165,6 +170,7 @@ class JobRequest(_Strict):
             subseed_strength=self.subseed_strength,
             steps=int(fields["steps"]),
             cfg_scale=float(fields["cfg_scale"]),
+            distilled_cfg_scale=fields.get("distilled_cfg_scale"),
             width=int(fields["width"]),
             height=int(fields["height"]),
             sampler=sampler,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pictale.api.native.job_schemas import JobRequest
 from pictale.core.config import Settings
 from pictale.core.errors import InvalidRequest
-from pictale.core.limits import Seed, check_size_text
+from pictale.core.limits import GUIDANCE_MAX, Seed, check_size_text
 from pictale.core.types import GenerationSpec
 from pictale.service.profiles import Profile
 
@@ -48,7 +48,9 @@ class _Picture(_Strict):
     size: str | None = None
     """"WIDTHxHEIGHT" (as the OpenAI API), instead of width/height."""
     steps: int | None = Field(None, ge=1)
-    cfg_scale: float | None = Field(None, ge=0.0, le=30.0)
+    cfg_scale: float | None = Field(None, ge=0.0, le=GUIDANCE_MAX)
+    distilled_cfg_scale: float | None = Field(None, ge=0.0, le=GUIDANCE_MAX)
+    """FLUX.1 dev/Kontext only (as on the job API); unset: the model's."""
     sampler: str | None = None
     scheduler: str | None = None
     """Unset fields get the model's defaults, as on the job API (few-step models: their sampler and steps)."""
@@ -68,6 +70,7 @@ class _Picture(_Strict):
             seed=self.seed,
             steps=self.steps,
             cfg_scale=self.cfg_scale,
+            distilled_cfg_scale=self.distilled_cfg_scale,
             width=width,
             height=height,
             sampler=self.sampler,
@@ -143,6 +146,7 @@ class BookRequest(_Picture):
             height=spec.height,
             steps=spec.steps,
             cfg_scale=spec.cfg_scale,
+            distilled_cfg_scale=spec.distilled_cfg_scale,
             sampler=spec.sampler,
             scheduler=spec.scheduler,
             max_candidates=self.max_candidates or self.candidates,

@@ -6,13 +6,17 @@ Where OpenAI's API does not fit diffusion models, pictale decides:
   image i gets seed+i). Extensions: `negative_prompt` (or Block Entropy's `negprompt`), `seed`, `steps`,
   `guidance` (also `guidance_scale`, `cfg_scale`, `cfg`), `sampler` (A1111 names such as "DPM++ 2M Karras"),
   `scheduler`, `clip_skip`; edits add `strength` and `mask_blur`. What the client leaves unset comes from the
-  model's profile (service/profiles.py): DPM++ 2M, 20 steps, CFG 7, or a few-step model's own defaults.
+  model's profile (service/profiles.py): DPM++ 2M, 20 steps, CFG 7, or a few-step model's own defaults, or a
+  FLUX.1 model's (Euler, CFG 1, schnell 4 steps, dev and Kontext 28 with their distilled guidance 3.5 / 2.5).
   `quality`, `style`, `user` and `background` are accepted and ignored (streams echo quality and background).
 - `model`: a known checkpoint (model name as `/v1/models` lists it, A1111 title or file name) is used for
   that request only; any other name ("dall-e-3", "gpt-image-1", empty) uses the loaded model.
-- `size`: "WxH" of any size up to `--max-width`/`--max-height` (400 above), floored to multiples of 8;
-  "auto" or absent: for generations the model family's native square (512 for SD 1.5, 1024 for SDXL; a
-  few-step profile's own size, e.g. 512 for SDXL Turbo), for edits the first image's size (scaled to fit).
+- `size`: "WxH" of any size up to `--max-width`/`--max-height` (400 above), floored to multiples of 8 (16 on
+  FLUX.1, as Forge does; the stream's `size` says what ran); "auto" or absent: for generations the model family's
+  native square (512 for SD 1.5, 1024 for SDXL, SD3 and FLUX.1; a few-step profile's own size, e.g. 512 for
+  SDXL Turbo), for edits the first image's size (scaled to fit).
+- `/v1/models`: OpenAI's model objects plus pictale's `family`, `variant` and `license` (FLUX.1: schnell
+  Apache-2.0, dev and Kontext the FLUX.1 [dev] Non-Commercial License) and `profile` (the model's defaults).
 - `response_format`: `url` (default; links to `/v1/files/{token}`, expire after `--file-ttl-minutes`) or
   `b64_json`; absent with a `gpt-image*` model means `b64_json`, as OpenAI answers for those models.
   `output_format` png/jpeg/webp re-encodes (`output_compression` is the JPEG/WEBP quality).

@@ -35,8 +35,9 @@ from pictale.core.errors import InvalidImage, InvalidRequest, ModelNotFound, Uns
 from pictale.core.types import GenerationSpec, ModelEntry
 from pictale.jobs.queue import Job
 from pictale.service.files import sniff
+from pictale.service.flux import model_facts
 from pictale.service.generation import GenerationService
-from pictale.service.profiles import profile_for
+from pictale.service.profiles import service_profile
 from pictale.service.results import GenerationResult
 from pictale.storage.infotext import encode_image
 
@@ -89,7 +90,7 @@ def context(svc: GenerationService) -> Context:
     # the configured checkpoint, not the loaded one: a per-request override may still be loaded
     configured = find_checkpoint(models, str(svc.options.get("sd_model_checkpoint") or "")) or svc.current_model
     return Context(
-        svc.settings, models, configured, clip_skip, partial(profile_for, svc.settings), svc.catalog.refuse_unloadable
+        svc.settings, models, configured, clip_skip, partial(service_profile, svc), svc.catalog.refuse_unloadable
     )
 
 
@@ -138,7 +139,7 @@ async def _respond(
             jobs,
             prefix=prefix,
             delivery=delivery,
-            size=f"{spec.width // 8 * 8}x{spec.height // 8 * 8}",
+            size=_size_that_runs(svc, spec),
             output_format=fmt,
             finish=lambda results: interleave([encode_outputs(r, delivery) for r in results]),
         )
@@ -165,6 +166,12 @@ async def _respond(
             item["revised_prompt"] = revised
         data.append(item)
     return {"created": int(time.time()), "data": data}
+
+
+def _size_that_runs(svc: GenerationService, spec: GenerationSpec) -> str:
+    """The size the service runs (floored: to 16 on FLUX.1), as the stream's events report it."""
+    ran = svc.normalize(spec)
+    return f"{ran.width}x{ran.height}"
 
 
 def encode_outputs(result: GenerationResult, delivery: Delivery) -> list[bytes]:
@@ -247,12 +254,14 @@ async def _read(value: UploadFile | str, field: str) -> bytes | str:
 
 
 # -- models --------------------------------------------------------------------------------------------
-def _model_json(entry: ModelEntry) -> dict[str, Any]:
+def _model_json(svc: GenerationService, entry: ModelEntry) -> dict[str, Any]:
+    """OpenAI's model object, then pictale's: family, FLUX.1 variant and licence, and the model's defaults."""
     try:
         created = int(os.stat(entry.filename).st_mtime)
     except OSError:
         created = 0
-    return {"id": entry.model_name, "object": "model", "created": created, "owned_by": "pictale"}
+    out = {"id": entry.model_name, "object": "model", "created": created, "owned_by": "pictale"}
+    return {**out, **model_facts(svc, entry), "profile": service_profile(svc, entry).to_json()}
 
 
 @router.get("/models")
@@ -260,16 +269,18 @@ async def list_models(request: Request) -> dict[str, Any]:
     """The checkpoints `model` can name (ids are model names; titles and file names work in requests too)."""
     seen: set[str] = set()
     data = []
-    for entry in service(request).catalog.entries:
+    svc = service(request)
+    for entry in svc.catalog.entries:
         if entry.model_name not in seen:
             seen.add(entry.model_name)
-            data.append(_model_json(entry))
+            data.append(_model_json(svc, entry))
     return {"object": "list", "data": data}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
-    entry = find_checkpoint(service(request).catalog.entries, model_id)
+    svc = service(request)
+    entry = find_checkpoint(svc.catalog.entries, model_id)
     if entry is None:
         raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
-    return _model_json(entry)
+    return _model_json(svc, entry)

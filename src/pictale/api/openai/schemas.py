@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from PIL import Image
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pictale.api.openai.masks import openai_mask, transparency_mask
 from pictale.core.config import Settings
 from pictale.core.errors import InvalidImage, InvalidRequest
 from pictale.core.images import decode_image
@@ -202,6 +203,7 @@ class ImagesRequest(BaseModel):
             "seed": seed,
             "steps": profile.steps if self.steps is None else self.steps,
             "cfg_scale": profile.cfg_scale if self.guidance is None else self.guidance,
+            "distilled_cfg_scale": profile.distilled_cfg_scale,  # FLUX.1 dev/Kontext: the model's own
             "sampler": sampler,
             "scheduler": schedule,
             "clip_skip": self.clip_skip if self.clip_skip is not None else ctx.clip_skip,
@@ -231,7 +233,8 @@ class ImagesRequest(BaseModel):
         if self.compat(ctx) and self.size is None:
             w, h = COMPAT_SIZE
         else:
-            w = h = self.profile(ctx).size or native_size(self.checkpoint(ctx) or ctx.current)
+            profile = self.profile(ctx)
+            w = h = profile.size or native_size(self.checkpoint(ctx) or ctx.current, profile.variant)
         return min(w, ctx.settings.max_width) // 8 * 8, min(h, ctx.settings.max_height) // 8 * 8
 
     def to_spec(self, ctx: Context) -> GenerationSpec:
@@ -373,36 +376,14 @@ def find_checkpoint(models: Sequence[ModelEntry], name: str) -> ModelEntry | Non
     return None
 
 
-def native_size(entry: ModelEntry | None) -> int:
+def native_size(entry: ModelEntry | None, flux_variant: str | None = None) -> int:
+    if flux_variant is not None:  # a hub model's family is known once it is loaded; its profile knows it is Flux
+        return NATIVE_SIZE["flux"]
     if entry is None:
         return 512
     if entry.family in NATIVE_SIZE:
         return NATIVE_SIZE[entry.family]
     return 1024 if "xl" in entry.model_name.lower() else 512
-
-
-def _alpha(img: Image.Image) -> Image.Image | None:
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        return img.convert("RGBA").getchannel("A")
-    return None
-
-
-def openai_mask(mask: Image.Image) -> Image.Image:
-    """To pictale's mask (white = repaint). With an alpha channel, OpenAI's rule: alpha 0 = edit. Without one
-    (a grey or RGB mask, as A1111 clients draw them), white = edit."""
-    alpha = _alpha(mask)
-    if alpha is None:
-        return mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
-    return alpha.point(lambda a: 255 if a == 0 else 0)
-
-
-def transparency_mask(image: Image.Image) -> Image.Image | None:
-    """Without a mask, OpenAI edits where the image itself is fully transparent (if it is anywhere)."""
-    alpha = _alpha(image)
-    if alpha is None:
-        return None
-    area = alpha.point(lambda a: 255 if a == 0 else 0)
-    return area if area.getbbox() is not None else None
 
 
 def one_spec_per_job(spec: GenerationSpec) -> list[GenerationSpec]:

@@ -15,6 +15,7 @@ Told from the weights, else from a sidecar, else from the name:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,15 @@ def variant_from_keys(keys: Iterable[str], name: str = "") -> str:
     if guided and "kontext" in name.lower():
         return "kontext"
     return "dev" if guided else "schnell"
+
+
+def variant_from_name(name: str) -> str | None:
+    """What a file, folder or hub name says ("FLUX.1-Kontext-dev", "flux1-schnell-Q4_K_S.gguf"); None: nothing."""
+    lowered = name.lower()
+    for variant in ("kontext", "schnell", "dev"):
+        if re.search(rf"(?<![a-z]){variant}(?![a-z])", lowered):
+            return variant
+    return None
 
 
 def folder_variant(folder: Path) -> str:
