@@ -1,4 +1,4 @@
-"""A FLUX.1 model (tiny dev, really loaded) behind the job API, characters, OpenAI batches and the avatar rules (TestClient)."""
+"""A FLUX.1 model (tiny dev, really loaded) behind the job API, characters, OpenAI batches, avatar rules."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def test_characters_expand_on_flux(client):
     assert r.status_code == 201, r.text
     text = info_of(txt2img(client, prompt="<be-char:mia> jumping in puddles", seed=-1))["infotexts"][0]
     assert "Characters: mia" in text and "Seed: 41" in text
-    assert "T5 tokens: 26/256" in text  # the description reached T5 (the prompt alone has 19 tokens)
-    assert "T5 tokens: 19/256" in info_of(txt2img(client, prompt="mia jumping in puddles"))["infotexts"][0]
+    assert "T5 tokens: 26/512" in text  # the description reached T5 (the prompt alone has 19 tokens)
+    assert "T5 tokens: 19/512" in info_of(txt2img(client, prompt="mia jumping in puddles"))["infotexts"][0]
 
 
 def test_distilled_guidance_and_true_cfg_in_the_infotext(client):

@@ -29,7 +29,11 @@ from torch import nn
 from pictale.core.errors import JobCancelled
 from pictale.core.types import GenerationSpec, Mode
 from pictale.engine.adapters import canonical
+from pictale.engine.run import EngineResult
 
+IP_ROWS = 1
+"""IP-Adapter embeds are passed for one prompt: diffusers (0.42) repeats them for each prompt of the call itself.
+With a row per prompt, a batch of n got n*n rows, which the attention folds into n times the image tokens."""
 SMALL_TOKENS = 16
 """Linear inputs with fewer positions per row than this are computed per request."""
 _NATIVE_CONV_MAX = 20480
@@ -234,6 +238,22 @@ class GroupState:
             return {}
 
         return on_step_end
+
+
+def group_results(items: list[BatchItem], images: list, state: GroupState) -> list[EngineResult | BaseException]:
+    """Each request's images of a merged call (or JobCancelled for those cancelled while the others went on)."""
+    interrupted = any(item.control.interrupted() for item in items)
+    results: list[EngineResult | BaseException] = []
+    start = 0
+    for k, item in enumerate(items):
+        if state.stopped:
+            item.control.clear_skip()
+        if k in state.dropped:
+            results.append(JobCancelled("cancelled"))
+        else:
+            results.append(EngineResult(images[start : start + item.size], item.seeds, item.subseeds, interrupted))
+        start += item.size
+    return results
 
 
 def check_batchable(first: GenerationSpec, other: GenerationSpec) -> None:

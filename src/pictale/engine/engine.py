@@ -14,23 +14,22 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image
 
-from pictale.core.errors import JobCancelled, ModelLoadError
+from pictale.core.errors import ModelLoadError
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
 from pictale.engine import models, previews, samplers
 from pictale.engine.adapters import AvatarAdapters, JobAdapters
 from pictale.engine.batching import (
+    IP_ROWS,
     BatchItem,
-    GroupState,
-    check_batchable,
     per_image_rows,
-    row_groups,
-    split_batch,
     steady_vae_layout,
 )
 from pictale.engine.checks.adapter_fit import check_adapter_fit, check_flux_adapter_fit, flux_dims, unet_dims
 from pictale.engine.demo.layout import adapter_roots
+from pictale.engine.families import unet_batching
 from pictale.engine.families.flux import batching as flux_batching
 from pictale.engine.families.flux import generate as flux_family
+from pictale.engine.families.flux.files import FluxOptions
 from pictale.engine.families.flux.variant import pipeline_variant
 from pictale.engine.families.sd3 import generate as t5_family
 from pictale.engine.families.support import T5_FAMILIES
@@ -52,9 +51,6 @@ from pictale.engine.text_encoding import encode_prompts
 log = logging.getLogger(__name__)
 
 EMBED_CACHE_SIZE = 64
-_IP_ROWS = 1
-"""IP-Adapter embeds are passed for one prompt: diffusers (0.42) repeats them for each prompt of the call itself.
-With a row per prompt, a batch of n got n*n rows, which the attention folds into n times the image tokens."""
 
 
 class Engine:
@@ -68,16 +64,19 @@ class Engine:
         ip_adapter_path: Path | None = None,
         controlnet_path: Path | None = None,
         t5_max_tokens: int = t5_family.DEFAULT_T5_TOKENS,
+        flux: FluxOptions | None = None,
     ) -> None:
         quiet_loading_bars()
         self.device = pick_device(device)
         self.t5_max_tokens = t5_max_tokens  # T5 family prompt limit (Settings.t5_max_tokens)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.dtype = self._configured_dtype = pick_dtype(dtype, self.device)
+        self._flux = flux
+        """FLUX.1 single files: where their companions are and the memory mode (`families.flux.files`)."""
         self.entry: ModelEntry | None = None
         self.family: str | None = None
         self._pipe = None
         self._variants: dict[Mode | str, object] = {}
-        self.variant: str | None = None
+        self.flux_variant: str | None = None
         """FLUX.1 models: "schnell", "dev" or "kontext" (`families.flux.variant`); None for the others."""
         self._base_scheduler_config: dict = {}
         self._tiling = False
@@ -113,7 +112,14 @@ class Engine:
             raise
 
     def _load(self, entry: ModelEntry) -> None:
-        pipe = models.load_pipeline(entry, device=self.device, dtype=self.dtype)
+        pipe = models.load_pipeline(entry, device=self.device, dtype=self._configured_dtype, flux=self._flux)
+        dtype = getattr(pipe, "dtype", self._configured_dtype)
+        if dtype != self.dtype:  # FLUX.1 runs in bfloat16 where float16 was asked for (CUDA)
+            self.dtype = dtype
+            self._adapters = AvatarAdapters(
+                ip_adapter_path=self._adapter_paths[0], controlnet_path=self._adapter_paths[1],
+                device=self.device, dtype=dtype,
+            )  # fmt: skip
         pipe.set_progress_bar_config(disable=True)
         steady_vae_layout(pipe.vae)
         self._pipe = pipe
@@ -122,12 +128,14 @@ class Engine:
         self.entry = entry
         family = models.pipeline_family(pipe)
         self.family = family if family in ("flux", "sd3", "sdxl") else entry.family or "sd15"
-        self.variant = pipeline_variant(pipe) if self.family == "flux" else None
+        self.flux_variant = pipeline_variant(pipe) if self.family == "flux" else None
         self._tiling = False
         unet = getattr(pipe, "unet", None)
         dims = unet_dims(unet, entry.model_name, self.family) if unet is not None else None
         self._adapters.use(*adapter_roots(entry, *self._adapter_paths), dims)
-        log.info("loaded %s (%s) on %s/%s", entry.title, self.family, self.device, self.dtype)
+        memory = getattr(pipe, "pictale_memory_mode", None)
+        log.info("loaded %s (%s) on %s/%s%s", entry.title, self.family, self.device, self.dtype,
+                 f"; memory: {memory}" if memory else "")  # fmt: skip
 
     def check_adapter_fit(self, avatars) -> None:
         """422 naming the file and the model when an avatar's adapter does not fit the loaded model (no torch
@@ -146,7 +154,7 @@ class Engine:
         self._job = JobAdapters()
         self._pipe = None
         self.entry = None
-        self.variant = None
+        self.flux_variant = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -233,82 +241,13 @@ class Engine:
             return flux_batching.generate_batch(self, items)
         if self.family in T5_FAMILIES:
             return [self._alone(item) for item in items]  # never merged: only the UNet path is verified for it
-        spec = items[0].spec
-        for item in items[1:]:
-            check_batchable(spec, item.spec)
-        self._job = self._adapters.apply(self._pipe, self.family, spec.avatars)
-        if self._job.poses:
-            pipe = self._adapters.controlnet_pipeline(self._pipe, self.family, spec.mode, len(self._job.poses))
-        else:
-            pipe = self._pipeline(spec.mode)
-        self._set_tiling(spec.tiling)
-        embeds = [self._encode(item.prompts, item.negatives, spec.clip_skip) for item in items]
-        # One Brownian noise sampler seeded for the whole call (DPM++ SDE) would draw other noise per image.
-        shared_noise = "noise_sampler_seed" in self._make_scheduler(spec, items[0].seeds).config
-        groups: dict[tuple, list[int]] = {}
-        for i, e in enumerate(embeds):
-            key = (i,) if shared_noise else tuple(e["prompt_embeds"].shape[1:])
-            groups.setdefault(key, []).append(i)
-        results: list[EngineResult | BaseException] = [JobCancelled("cancelled")] * len(items)
-        for members in groups.values():
-            if len(members) == 1:
-                results[members[0]] = self._alone(items[members[0]])
-                continue
-            try:
-                outs = self._run_group(pipe, [items[i] for i in members], [embeds[i] for i in members])
-            except Exception as exc:  # the whole call failed: so did each request of it
-                outs = [exc] * len(members)
-            for i, out in zip(members, outs, strict=True):
-                results[i] = out
-        return results
+        return unet_batching.generate_batch(self, items)
 
     def _alone(self, item: BatchItem) -> EngineResult | BaseException:
         try:
             return self.generate(item.spec, item.prompts, item.negatives, item.seeds, item.subseeds, item.control)
         except Exception as exc:  # reported per request
             return exc
-
-    def _make_scheduler(self, spec: GenerationSpec, seeds: list[int]):
-        return samplers.make_scheduler(self._base_scheduler_config, spec.sampler, spec.scheduler, seed=seeds[0])
-
-    def _run_group(self, pipe, items: list[BatchItem], embeds: list[dict]) -> list[EngineResult | BaseException]:
-        """One pipeline call for `items`; per-request work as each request's own call would do it."""
-        spec = items[0].spec
-        sizes = [item.size for item in items]
-        cfg = uses_cfg(pipe, spec.cfg_scale)
-        pipe.scheduler = self._make_scheduler(spec, items[0].seeds)
-        kwargs: dict = {k: torch.cat([e[k] for e in embeds]) for k in embeds[0]}
-        gens = [torch.Generator("cpu").manual_seed(int(s)) for item in items for s in item.seeds]
-        kwargs.update(num_inference_steps=spec.steps, guidance_scale=spec.cfg_scale, generator=gens)
-        kwargs.update(width=spec.width, height=spec.height)
-        kwargs.update(self._job.ip_kwargs(_IP_ROWS, cfg, self.device, self.dtype))
-        kwargs.update(self._job.control_kwargs(spec.mode, spec.width, spec.height))
-        watch = any(item.control.on_latents is not None for item in items)
-        x0 = watch_x0(pipe.scheduler) if watch else None
-        state = GroupState(items, sizes)
-        kwargs["callback_on_step_end"] = state.callback(spec.steps, x0)
-        kwargs["output_type"] = "pil"
-        denoisers = [m for m in (pipe.unet, getattr(pipe, "controlnet", None)) if m is not None]
-        per_image = [1] * sum(sizes)  # each image as it comes out alone, whatever its request's batch size
-        with (
-            torch.inference_mode(),
-            split_batch(denoisers, row_groups(per_image, cfg)),
-            split_batch([pipe.vae], row_groups(per_image, False)),
-        ):
-            out = pipe(**kwargs)
-        images = list(out.images)
-        interrupted = any(item.control.interrupted() for item in items)
-        results: list[EngineResult | BaseException] = []
-        start = 0
-        for k, item in enumerate(items):
-            if state.stopped:
-                item.control.clear_skip()
-            if k in state.dropped:
-                results.append(JobCancelled("cancelled"))
-            else:
-                results.append(EngineResult(images[start : start + item.size], item.seeds, item.subseeds, interrupted))
-            start += item.size
-        return results
 
     def previews(self, latents: torch.Tensor, width: int, height: int) -> list[str]:
         """Cheap base64 PNG previews of latents from `RunControl.on_latents` (empty when the family has none)."""
@@ -321,7 +260,7 @@ class Engine:
         embeds = self._encode(prompts, negatives, spec.clip_skip)
         kwargs: dict = dict(embeds)
         kwargs.update(num_inference_steps=spec.steps, guidance_scale=spec.cfg_scale, generator=gens)
-        kwargs.update(self._job.ip_kwargs(_IP_ROWS, uses_cfg(pipe, spec.cfg_scale), self.device, self.dtype))
+        kwargs.update(self._job.ip_kwargs(IP_ROWS, uses_cfg(pipe, spec.cfg_scale), self.device, self.dtype))
         hires = spec.hires if spec.mode is Mode.TXT2IMG else None
         passes = 2 if hires else 1
         if spec.mode is Mode.TXT2IMG:
@@ -383,7 +322,7 @@ class Engine:
         stopped = {"early": False}
         x0 = watch_x0(i2i.scheduler) if control.on_latents is not None else None
         # The IP-Adapter lives on the shared UNet and needs its embeds here too; ControlNet is skipped.
-        ip = self._job.ip_kwargs(_IP_ROWS, uses_cfg(i2i, spec.cfg_scale), self.device, self.dtype)
+        ip = self._job.ip_kwargs(IP_ROWS, uses_cfg(i2i, spec.cfg_scale), self.device, self.dtype)
         with torch.inference_mode():
             out = i2i(
                 **embeds,

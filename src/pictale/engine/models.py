@@ -27,9 +27,9 @@ from typing import Any
 
 from pictale.core.errors import ModelLoadError, ModelNotFound, PictaleError, UnsafeModelFile
 from pictale.core.types import ModelEntry
-from pictale.engine.checks.headers import check_complete, read_safetensors_header
-from pictale.engine.demo.layout import DEMO_NAME, DEMO_SOURCE
-from pictale.engine.families.flux.files import UNET_SUBDIR, FluxOptions, gguf_family, is_flux_file, looks_flux
+from pictale.engine.checks.headers import check_complete, family_from_keys, read_safetensors_header
+from pictale.engine.demo.layout import DEMO_NAME
+from pictale.engine.families.flux.files import UNET_SUBDIR, FluxOptions, gguf_family, looks_flux
 from pictale.engine.hashes import HashCache
 
 logger = logging.getLogger(__name__)
@@ -43,32 +43,6 @@ _SAFE_ONLY = "pictale loads only .safetensors files and diffusers folders"
 
 
 # ---------------------------------------------------------------------------------------------- families
-
-
-def family_from_keys(keys: Any, name: str = "checkpoint") -> str:
-    """Model family from single-file tensor names ("sd15", "sdxl", "sd2" or "flux"; SD3 files are refused).
-
-    `keys` may be a header (name -> info with "shape"): then Flux Fill and Canny/Depth files are refused too."""
-    if is_flux_file(keys, name):
-        return "flux"
-    keys = list(keys)
-    if any(k.startswith(("model.diffusion_model.joint_blocks.", "joint_blocks.")) for k in keys):
-        raise ModelLoadError(
-            f"{name}: a Stable Diffusion 3 single-file checkpoint; pictale loads SD3 only as a diffusers folder "
-            "(model_index.json, transformer/, text_encoder_3/ ...): use the model's diffusers repo "
-            "(`pictale models pull stabilityai/stable-diffusion-3-medium-diffusers`) instead of this file"
-        )
-    if not any(k.startswith("model.diffusion_model.") for k in keys):
-        raise ModelLoadError(f"{name}: no UNet weights (model.diffusion_model.*): not an SD checkpoint")
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        return "sdxl"
-    if any(k.startswith("conditioner.embedders.0.model.") for k in keys):
-        raise ModelLoadError(f"{name}: an SDXL refiner checkpoint; only base txt2img models are supported")
-    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
-        return "sd15"
-    if any(k.startswith("cond_stage_model.model.") for k in keys):
-        return "sd2"
-    raise ModelLoadError(f"{name}: unknown checkpoint layout (no known text encoder keys)")
 
 
 FLUX_CLASSES = ("FluxPipeline", "FluxKontextPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
@@ -131,7 +105,7 @@ def _denoiser_dir(folder: Path) -> Path:
     )
 
 
-def _unet_weights(folder: Path) -> Path | None:
+def unet_weights(folder: Path) -> Path | None:
     denoiser = _denoiser_dir(folder)
     main = denoiser / "diffusion_pytorch_model.safetensors"
     if main.is_file():
@@ -154,7 +128,7 @@ def _entry(path: Path, rel: str, cache: HashCache, *, complete: bool = False) ->
     if complete and path.is_file() and path.suffix.lower() != GGUF_SUFFIX:  # GGUF: its reader checks the size
         check_complete(path, read_safetensors_header(path))
     if path.is_dir():
-        weights = _unet_weights(path)
+        weights = unet_weights(path)
         if weights is None:
             denoiser = _denoiser_dir(path)
             pickles = sorted(p.name for p in denoiser.glob("*") if p.suffix in PICKLE_SUFFIXES)
@@ -251,47 +225,6 @@ def _entry_for_path(path: Path) -> ModelEntry:
     return entry
 
 
-def demo_entry(demo_dir: Path, models_dir: Path | None = None) -> ModelEntry:
-    """The demo model's entry (written on first use), named for what it is: random weights that draw noise.
-
-    Demo files an earlier version left in `models_dir` are removed from there once the demo dir is complete.
-    """
-    from pictale.engine.demo.layout import migrate_legacy_demo
-    from pictale.engine.tiny import ensure_tiny_model
-
-    folder = ensure_tiny_model(demo_dir)
-    if models_dir is not None:
-        migrate_legacy_demo(Path(models_dir), Path(demo_dir))
-    cache = HashCache(Path(demo_dir))
-    sha = cache.sha256(_unet_weights(folder))
-    cache.save()
-    return ModelEntry(f"{DEMO_NAME} [{sha[:10]}]", DEMO_NAME, str(folder.absolute()), DEMO_SOURCE, "sd15", sha)
-
-
-def tiny_flux_entry(demo_dir: Path, name: str) -> ModelEntry:
-    """`tiny-flux-schnell`, `tiny-flux-dev` or `tiny-flux-kontext`: a tiny seeded FLUX.1 written on first use in
-    the demo dir (random weights: it draws noise), served like the demo, with the demo's adapters."""
-    from pictale.engine.tiny.flux import TINY_FLUX_NAMES, write_tiny_flux
-
-    variant = {v: k for k, v in TINY_FLUX_NAMES.items()}[name]
-    folder = Path(demo_dir) / name
-    if _unet_weights(folder) is None or not (folder / "model_index.json").is_file():
-        folder, _ = write_tiny_flux(Path(demo_dir), variant)
-    if not (Path(demo_dir) / "ControlNet" / "flux-union" / "config.json").is_file():
-        from pictale.engine.tiny.flux import build_tiny_flux
-        from pictale.engine.tiny.flux_adapters import write_tiny_flux_adapters
-
-        write_tiny_flux_adapters(Path(demo_dir), build_tiny_flux("dev"))  # face, style, pose and LoRAs to try
-    cache = HashCache(Path(demo_dir))
-    sha = cache.sha256(_unet_weights(folder))
-    cache.save()
-    title = f"{name} (tiny random weights: draws noise)"
-    return ModelEntry(f"{title} [{sha[:10]}]", name, str(folder.absolute()), DEMO_SOURCE, "flux", sha)
-
-
-TINY_FLUX = ("tiny-flux-schnell", "tiny-flux-dev", "tiny-flux-kontext")
-
-
 def _match(spec: str, entries: list[ModelEntry]) -> ModelEntry | None:
     """A1111's lookup order: title, model name, file name, hash, then the shortest title containing spec."""
     tests = (
@@ -316,6 +249,8 @@ def resolve_model(spec: str, models_dir: Path, demo_dir: Path | None = None) -> 
     if not spec:
         raise ModelNotFound("no model named: empty model name")
     checkpoint_dir = Path(models_dir) / CHECKPOINT_SUBDIR
+    from pictale.engine.demo.entries import TINY_FLUX, demo_entry, tiny_flux_entry
+
     if spec.lower() == "tiny" or spec == DEMO_NAME or spec.startswith(DEMO_NAME + " ["):
         return demo_entry(Path(demo_dir) if demo_dir is not None else Path(models_dir).parent / "demo", models_dir)
     _pickle_guard(spec)
@@ -383,7 +318,7 @@ def _no_safety_checker(family: str) -> dict[str, Any]:
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
 
-def _load_hub(hub_id: str, dtype: Any) -> Any:
+def _load_hub(hub_id: str, dtype: Any, device: str) -> Any:
     from diffusers import DiffusionPipeline
 
     try:
@@ -394,6 +329,10 @@ def _load_hub(hub_id: str, dtype: Any) -> Any:
         )
         raise ModelNotFound(f"hub model {hub_id!r} is not available{offline}: {type(exc).__name__}: {exc}") from exc
     family = _family_from_class(str(index.get("_class_name", "")), None, hub_id)
+    if family == "flux":
+        from pictale.engine.families.flux.loading import flux_dtype
+
+        dtype = flux_dtype(dtype, device)
     return _pipeline_class(family, str(index.get("_class_name", ""))).from_pretrained(
         hub_id, use_safetensors=True, dtype=dtype, **_no_safety_checker(family)
     )
@@ -412,7 +351,7 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None, 
     name = Path(entry.filename).name if entry.source != "hub" else entry.filename
     try:
         if entry.source == "hub":
-            pipe = _load_hub(entry.filename, dtype)
+            pipe = _load_hub(entry.filename, dtype, device)
         else:
             path = Path(entry.filename)
             _pickle_guard(str(path))
@@ -422,6 +361,10 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None, 
             class_name = str(_read_index(path).get("_class_name", "")) if path.is_dir() else ""
             cls, extra = _pipeline_class(family, class_name), _no_safety_checker(family)
             if path.is_dir():
+                if family == "flux":
+                    from pictale.engine.families.flux.loading import flux_dtype
+
+                    dtype = flux_dtype(dtype, device)  # bfloat16 on CUDA: FLUX.1 and T5 overflow in float16
                 pipe = cls.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=dtype, **extra)
             elif family == "flux":
                 from pictale.engine.families.flux.loading import load_flux_file
@@ -435,7 +378,11 @@ def load_pipeline(entry: ModelEntry, *, device: str = "cpu", dtype: Any = None, 
             tokenizer = getattr(pipe, attr, None)
             if tokenizer is not None and len(tokenizer) <= 2:
                 raise ModelLoadError(f"{name}: {attr} loaded empty (missing vocab files?)")
-        if not placed:
+        if not placed and pipeline_family(pipe) == "flux":  # folders and hub models: the same memory modes
+            from pictale.engine.families.flux.memory import apply_memory_mode
+
+            pipe.pictale_memory_mode = apply_memory_mode(pipe, (flux or FluxOptions()).memory, device)
+        elif not placed:
             pipe.to(device)
     except PictaleError:
         raise

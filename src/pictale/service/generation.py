@@ -73,6 +73,7 @@ class GenerationService:
     def engine(self):
         if self._engine is None:
             from pictale.engine.engine import Engine  # lazy: keeps torch out of API/CLI import time
+            from pictale.engine.families.flux.files import flux_options
 
             self._engine = Engine(
                 device=self.settings.device,
@@ -80,6 +81,7 @@ class GenerationService:
                 ip_adapter_path=self.settings.ip_adapter_path,
                 controlnet_path=self.settings.controlnet_path,
                 t5_max_tokens=self.settings.t5_max_tokens,
+                flux=flux_options(self.settings),
             )
         return self._engine
 

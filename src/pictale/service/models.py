@@ -30,16 +30,16 @@ class ModelCatalog:
     def migrate_legacy_demo(self) -> None:
         """Data dirs of earlier versions keep the demo among the checkpoints and its adapters in the user's
         folders: move it to the demo dir before the first scan, so it is never listed or served as a checkpoint."""
-        from pictale.engine import models
+        from pictale.engine.demo.entries import demo_entry
 
         if (self.directory / "tiny-sd15" / "model_index.json").is_file():
-            models.demo_entry(self.settings.demo_path, self.settings.models_path)
+            demo_entry(self.settings.demo_path, self.settings.models_path)
 
     def demo(self) -> ModelEntry:
         """The demo model (written on first use in `DATA_DIR/demo/`), remembered so lists show it."""
-        from pictale.engine import models
+        from pictale.engine.demo.entries import demo_entry
 
-        entry = models.demo_entry(self.settings.demo_path, self.settings.models_path)
+        entry = demo_entry(self.settings.demo_path, self.settings.models_path)
         self.remember(entry)
         return entry
 

@@ -13,7 +13,7 @@ import torch
 
 from pictale.core.errors import JobCancelled
 from pictale.core.types import Mode
-from pictale.engine.batching import BatchItem, GroupState, check_batchable
+from pictale.engine.batching import BatchItem, GroupState, check_batchable, group_results
 from pictale.engine.families.flux.generate import _Run, pipeline, split_rows
 from pictale.engine.families.sd3.generate import plain_prompts
 from pictale.engine.previews import watch_x0
@@ -66,18 +66,8 @@ def _run_group(engine, items: list[BatchItem], runs: list[_Run]) -> list[EngineR
     kwargs["output_type"] = "pil"
     with torch.inference_mode(), split_rows(pipe, [1] * sum(sizes)):
         out = pipe(**kwargs)
-    images = list(out.images)
-    interrupted = any(item.control.interrupted() for item in items)
-    results: list[EngineResult | BaseException] = []
-    start = 0
-    for k, (item, r) in enumerate(zip(items, runs, strict=True)):
-        if state.stopped:
-            item.control.clear_skip()
-        if k in state.dropped:
-            results.append(JobCancelled("cancelled"))
-        else:
-            result = EngineResult(images[start : start + item.size], item.seeds, item.subseeds, interrupted)
+    results = group_results(items, list(out.images), state)
+    for result, r in zip(results, runs, strict=True):
+        if isinstance(result, EngineResult):
             result.infotext = dict(r.notes)
-            results.append(result)
-        start += item.size
     return results

@@ -151,13 +151,11 @@ class _Run:
         texts = prompts + (negatives if self.true_cfg else [])
         if self.hires is not None:
             texts += [strip_attention(t) for t in (self.hires.prompt, self.hires.negative_prompt) if t]
-        setting = getattr(spec, "t5_tokens", None) or engine.t5_max_tokens
+        setting = spec.t5_tokens or engine.t5_max_tokens  # the service sets the variant's (schnell 256, dev 512)
         self.budget = t5_budget(engine._pipe.tokenizer_2, texts, setting, maximum=MAX_T5[self.variant])
         self.notes: dict[str, Any] = {}
         self._scheduler_notes()
         self.notes.update(self.budget.infotext())
-        if self.guidance is not None:
-            self.notes["Distilled CFG Scale"] = self.guidance
         if not self.true_cfg and any(n.strip() for n in negatives):
             self.notes["Negative prompt note"] = "unused: FLUX.1 reads the negative prompt only at CFG scale > 1"
         if self.kontext and engine._job.poses:
