@@ -29,6 +29,13 @@ def book(
     threshold: Annotated[float | None, typer.Option(help="Generate more until the best score reaches it.")] = None,
     max_candidates: Annotated[int | None, typer.Option(help="Most candidates per page with --threshold.")] = None,
     scores: Annotated[bool, typer.Option("--scores", help="Print each page's scores in the book.")] = False,
+    references: Annotated[
+        bool,
+        typer.Option(
+            "--character-references/--no-character-references",
+            help="FLUX.1 Kontext: pages with a character are edits of its reference image.",
+        ),
+    ] = True,
     title: Annotated[str | None, typer.Option(help="Book title.")] = None,
     model: Annotated[str | None, typer.Option(help='Checkpoint: path, hub id, name, or "tiny".')] = None,
     clip_model: Annotated[str | None, typer.Option(help='CLIP scorer: path, hub id, or "tiny".')] = None,
@@ -67,6 +74,7 @@ def book(
             candidates=candidates,
             threshold=threshold,
             max_candidates=max_candidates,
+            character_references=references,
             steps=steps,
             size=size,
             seed=seed,

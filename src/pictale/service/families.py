@@ -5,10 +5,12 @@ beside a real model) get a 422 now, not a failed job later (the rules and messag
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pictale.core.errors import PictaleError
 from pictale.core.types import GenerationSpec
+from pictale.engine.families.flux.variant import flux_variant, sidecar_variant
 from pictale.engine.families.support import check_avatars, check_ip_adapter_files
 
 
@@ -61,3 +63,25 @@ def runs_on_loaded_model(service: Any, spec: GenerationSpec) -> bool:
         return service.catalog.find(wanted).filename == current.filename
     except PictaleError:
         return False
+
+
+def job_variant(service: Any, spec: GenerationSpec) -> str | None:
+    """The FLUX.1 variant ("schnell", "dev", "kontext") of the model `spec` will run on; None for other families
+    or when nothing tells. The loaded engine answers for its model; another model's folder or file is read (no
+    torch: `engine.families.flux.variant`)."""
+    if job_family(service, spec) != "flux":
+        return None
+    if runs_on_loaded_model(service, spec):
+        return getattr(service.engine, "variant", None)
+    wanted = spec.model or service.options.get("sd_model_checkpoint")
+    try:
+        entry = service.catalog.find(wanted) if wanted else None
+    except PictaleError:
+        return None
+    if entry is None or entry.source == "hub":
+        return None  # a hub model tells its pipeline class only when loaded
+    path = Path(entry.filename)
+    if path.is_dir():
+        return flux_variant(path)
+    # a single file: Kontext has dev's keys, so only its sidecar or its name tell (flux.md section 3)
+    return sidecar_variant(path) or ("kontext" if "kontext" in path.name.lower() else None)

@@ -102,6 +102,9 @@ class BookStore:
         for book in self._all():
             for page in book["document"].get("pages", []):
                 out.update(c["digest"] for c in page.get("candidates", []) if c.get("digest"))
+                ref = page.get("reference")
+                if isinstance(ref, dict) and ref.get("source") == "page":  # a character reference, kept with it
+                    out.add(ref["digest"])
         return out
 
     def _all(self) -> list[dict]:

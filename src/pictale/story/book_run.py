@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PIL import Image
@@ -25,12 +25,13 @@ from pictale.core.limits import SEED_MAX
 from pictale.core.types import AvatarKind, Character, GenerationSpec
 from pictale.jobs.queue import Job
 from pictale.prompt.grammar import scan
+from pictale.service.families import job_variant
 from pictale.service.generation import GenerationService
 from pictale.service.scoring import ScorerHolder
 from pictale.storage.blobs import BlobStore
 from pictale.storage.books import BookStore
 from pictale.storage.infotext import encode_png
-from pictale.story import planner, ranking
+from pictale.story import planner, ranking, references
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,14 @@ class BookRun:
         self.doc = book["document"]
         self.job = job
         self.pending: dict[int, tuple[Job, list[int]]] = {}
+        self.chars: dict[str, Character] = {}
+        self.kontext = False
+        """Pages with a character reference are Kontext edits of it (`story.references`)."""
 
     # -- the whole run -------------------------------------------------------------------------------
     def run(self) -> dict:
         llm = self.ctx.llm
-        chars = self._characters()
+        chars = self.chars = self._characters()
         if not self.doc.get("story"):
             self.doc["story"] = planner.write_story(
                 self.req["keywords"],
@@ -90,10 +94,22 @@ class BookRun:
             self.doc["pages"] = [_new_page(i + 1, text) for i, text in enumerate(texts)]
             self._save()
         self._plan(chars)
+        self.doc["character_references"] = self._reference_mode()
+        self.kontext = self.doc["character_references"] == "kontext"
         scorer = self.ctx.scorer.get()
         self.doc["scoring"] = "clip" if scorer is not None else f"unavailable: {self.ctx.scorer.error}"
         self._generate(scorer, chars)
         return self.doc
+
+    def _reference_mode(self) -> str:
+        """The book's `character_references` state: "kontext" (pages with a character reference are edits of
+        it), "off", or why they are not used."""
+        if not self.req.get("character_references", True):
+            return "off"
+        spec = page_spec(self.req, "", self.req["seed"], 1)
+        if job_variant(self.ctx.service, spec) == "kontext":
+            return "kontext"
+        return "unavailable: the model is not FLUX.1 Kontext (references are scored, not used)"
 
     def _characters(self) -> dict[str, Character]:
         out = {}
@@ -129,7 +145,9 @@ class BookRun:
         for k, page in enumerate(todo):
             if self._wants_more(page):  # a resumed page may have all its candidates already
                 self._submit_round(page)
-            if k + 1 < len(todo) and self._wants_more(todo[k + 1]):  # keep the worker busy while scoring
+            ahead = k + 1 < len(todo) and self._wants_more(todo[k + 1])
+            if ahead and not (self.kontext and self._reference(todo[k + 1]) == references.PENDING):
+                # keep the worker busy while scoring (unless the next page's reference is this page's choice)
                 self._submit_round(todo[k + 1])
             while page["number"] in self.pending:
                 job, seeds = self.pending.pop(page["number"])
@@ -163,8 +181,42 @@ class BookRun:
             base = (self.req["seed"] + (page["number"] - 1) * SEED_STRIDE) % SEED_MAX
         seeds = [(base + have + i) % SEED_MAX for i in range(count)]
         spec = page_spec(self.req, page["prompt"], seeds[0], count, {"Book": self.id, "Page": page["number"]})
+        ref = self._reference(page) if self.kontext else None
+        if isinstance(ref, dict) and ref["used"]:
+            spec = self._edit(spec, ref)
         job = self._queued(lambda: self.ctx.service.submit(spec, owner=self.owner, meta={"book": self.id}))
         self.pending[page["number"]] = (job, seeds)
+
+    def _reference(self, page: dict) -> dict | str | None:
+        """The page's character reference (found once, then kept in the page), PENDING, or None."""
+        kept = page.get("reference")
+        if "reference" in page and (not isinstance(kept, dict) or kept["used"] == self.kontext or page["candidates"]):
+            return kept
+        ref = references.find(page, self.doc["pages"], self.chars, self.ctx.service.avatars, self.owner)
+        if ref == references.PENDING:
+            return ref
+        if isinstance(ref, dict):
+            ref["used"] = self.kontext
+            if self.kontext:
+                ch = self.chars[ref["character"].lower()]
+                ref["strength"] = self.req.get("reference_strength", 1.0)
+                ref["prompt"] = references.edit_prompt(page["prompt"], ch)
+        page["reference"] = ref
+        return ref
+
+    def _edit(self, spec: GenerationSpec, ref: dict) -> GenerationSpec:
+        """A round of a page as a Kontext edit of its reference (img2img: the reference is the init image)."""
+        image = references.load(ref, self.ctx.service.avatars, self.owner, self.ctx.images)
+        where = f"avatar {ref['avatar']}" if ref["source"] == "avatar" else f"page {ref['page']}"
+        extra = {"infotext_extra": {**spec.extra["infotext_extra"], "Reference": f"{ref['character']} ({where})"}}
+        return replace(
+            spec,
+            prompt=ref["prompt"],
+            init_images=(image,),
+            denoising_strength=ref["strength"],
+            resize_mode=references.RESIZE_AND_FILL,
+            extra=extra,
+        )
 
     def _queued(self, submit: Callable[[], Job]) -> Job:
         """Submit to the shared queue, waiting while it is full (other clients come first)."""
@@ -218,7 +270,9 @@ class BookRun:
         scores: list[ranking.Scores | None] = [None] * len(result.images)
         feats: list[list[float]] = []
         if scorer is not None:
-            scores, feats = self._on_worker(lambda: self._score(page, result.pixels(), scorer, chars))
+            ref = self._reference(page)  # earlier pages are chosen now
+            ref = ref if isinstance(ref, dict) else None
+            scores, feats = self._on_worker(lambda: self._score(page, result.pixels(), scorer, chars, ref))
         for i, pil in enumerate(result.pixels()):
             s = scores[i]
             infotext = result.infotexts[i]
@@ -241,13 +295,24 @@ class BookRun:
         self._save()
         self.job.report(self.done_images * self.req["steps"], self.total_images * self.req["steps"])
 
-    def _score(self, page: dict, images: list, scorer: Any, chars) -> tuple[list[ranking.Scores], list]:
+    def _score(self, page: dict, images: list, scorer: Any, chars, ref) -> tuple[list[ranking.Scores], list]:
         """CLIP features of the page text, its candidates and their references, and the candidates' scores."""
         text = scorer.text_features([page["text"]])[0]
         feats = scorer.image_features(images)
         refs = self._references(page, scorer, chars)
         w_t, w_i = self.req["clip_t_weight"], self.req["clip_i_weight"]
-        return [ranking.score(f, text, refs, w_t, w_i) for f in feats], feats
+        scores = [ranking.score(f, text, refs, w_t, w_i) for f in feats]
+        if ref is not None:  # CLIP-I against the character reference, used or not (for comparison)
+            vec = self._reference_features(ref, scorer)
+            scores = [replace(s, clip_i_ref=ranking.cosine(f, vec)) for s, f in zip(scores, feats, strict=True)]
+        return scores, feats
+
+    def _reference_features(self, ref: dict, scorer: Any) -> list[float]:
+        key = references.feature_key(ref)
+        if key not in self.ctx.features:
+            image = references.load(ref, self.ctx.service.avatars, self.owner, self.ctx.images)
+            self.ctx.features[key] = scorer.image_features([image])[0]
+        return self.ctx.features[key]
 
     def _references(self, page: dict, scorer: Any, chars: dict[str, Character]) -> list[list[float]]:
         """Reference embeddings: avatar images of the page's characters and earlier chosen pages (see ranking)."""

@@ -26,6 +26,8 @@ def book_view(book: dict, base_url: str, *, with_pages: bool = True) -> dict[str
         "characters": req.get("characters", []),
         "seed": req.get("seed"),
         "scoring": doc.get("scoring"),
+        "character_references": doc.get("character_references"),
+        "reference_strength": req.get("reference_strength"),
         "story_source": doc.get("story_source"),
     }
     if not with_pages:
@@ -34,6 +36,14 @@ def book_view(book: dict, base_url: str, *, with_pages: bool = True) -> dict[str
     out["pages"] = [_page_view(p, root) for p in pages]
     out["exports"] = {"pdf": f"{root}/export.pdf", "html": f"{root}/export.html"}
     return out
+
+
+def _reference_view(ref: Any) -> dict[str, Any] | None:
+    """The page's character reference (`story.references`): whose, from where (a face avatar or an earlier
+    page), whether it was the init image (`used`), its strength and edit prompt when it was."""
+    if not isinstance(ref, dict):
+        return None
+    return {k: v for k, v in ref.items() if k not in ("digest", "file")}
 
 
 def _page_view(page: dict, root: str) -> dict[str, Any]:
@@ -54,6 +64,7 @@ def _page_view(page: dict, root: str) -> dict[str, Any]:
         "image": f"{root}/pages/{number}/image" if chosen is not None else None,
         "seed": cands[chosen]["seed"] if chosen is not None else None,
         "scores": cands[chosen].get("scores") if chosen is not None else None,
+        "reference": _reference_view(page.get("reference")),
         "candidates": [
             {
                 "index": c["index"],

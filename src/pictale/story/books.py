@@ -94,6 +94,7 @@ class BookRunner:
             page["prompt"], page["plan_source"] = prompt, "edited"
         page["seed_base"] = seed if seed is not None and seed >= 0 else new_seed()
         page["candidates"], page["chosen"] = [], None
+        page.pop("reference", None)  # found again: an earlier page may have a new image
         self.store.save(book_id, document=book["document"], state="queued", error=None)
         self._start(book_id)
         return self.get(owner, book_id, base_url)

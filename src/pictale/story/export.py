@@ -44,7 +44,7 @@ class ExportBook:
 # ---------------------------------------------------------------------------------------------- shared
 
 
-_SCORE_LABELS = {"clip_t": "CLIP-T", "clip_i": "CLIP-I"}
+_SCORE_LABELS = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "clip_i_ref": "CLIP-I ref"}
 
 
 def _scores_line(page: ExportPage) -> str:

@@ -4,6 +4,8 @@
 - CLIP-I: mean cosine between the candidate and each reference image: the reference images (face/style avatars)
   of the characters on the page, and the chosen images of earlier pages that share a character with it (of
   all earlier pages when the page has no character, which keeps the look of the book).
+- CLIP-I ref (`clip_i_ref`, pages with a character reference only, see `story.references`): the cosine with
+  that one image; reported, not part of the total (the reference is among the CLIP-I references already).
 - total: (w_t * CLIP-T + w_i * CLIP-I) / (w_t + w_i); CLIP-T alone when there is no reference yet (page 1
   without avatars): every candidate of a page has the same references, so the ranking stays fair.
 The best total wins; ties go to the earlier candidate (the lower seed).
@@ -22,15 +24,21 @@ class Scores:
     clip_t: float
     clip_i: float | None
     total: float
+    clip_i_ref: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
-        return {k: round(v, 6) if v is not None else None for k, v in asdict(self).items()}
+        out = {k: round(v, 6) if v is not None else None for k, v in asdict(self).items()}
+        if out["clip_i_ref"] is None:
+            del out["clip_i_ref"]  # only pages with a character reference have it
+        return out
 
     def infotext(self) -> dict[str, str]:
         """A1111-style infotext entries: `CLIP-T: 0.3101, CLIP-I: 0.8402, Score: 0.5751`."""
         out = {"CLIP-T": f"{self.clip_t:.4f}"}
         if self.clip_i is not None:
             out["CLIP-I"] = f"{self.clip_i:.4f}"
+        if self.clip_i_ref is not None:
+            out["CLIP-I ref"] = f"{self.clip_i_ref:.4f}"
         out["Score"] = f"{self.total:.4f}"
         return out
 

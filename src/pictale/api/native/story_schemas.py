@@ -118,6 +118,12 @@ class BookRequest(_Picture):
     """Weight of the text-image score (CLIP-T) in the total."""
     clip_i_weight: float = Field(1.0, ge=0.0)
     """Weight of the consistency score (CLIP-I: characters' reference images and earlier chosen pages)."""
+    character_references: bool = True
+    """On a FLUX.1 Kontext model, a page that shows a character is a Kontext edit of the character's reference
+    image (its face avatar's first image, else the page where it first appeared); other models ignore it."""
+    reference_strength: float = Field(1.0, gt=0.0, le=1.0)
+    """Denoising strength of those edits: 1.0 draws a new picture steered by the reference; lower keeps more of
+    the reference's own picture."""
 
     @model_validator(mode="after")
     def _one_source(self) -> BookRequest:
