@@ -36,7 +36,10 @@ def test_variant_from_the_loaded_engine_or_the_model_files(tmp_path):
         sd15,
     ]
     service = SimpleNamespace(
-        catalog=Catalog(*entries), options={}, current_model=sd15, engine=SimpleNamespace(family="sd15", variant=None)
+        catalog=Catalog(*entries),
+        options={},
+        current_model=sd15,
+        engine=SimpleNamespace(family="sd15", flux_variant=None),
     )
     assert job_variant(service, GenerationSpec()) is None  # the loaded SD 1.5
     assert job_variant(service, GenerationSpec(model="k")) == "kontext"
@@ -44,5 +47,5 @@ def test_variant_from_the_loaded_engine_or_the_model_files(tmp_path):
     assert job_variant(service, GenerationSpec(model="dev")) is None  # dev's keys: not Kontext, not told here
     assert job_variant(service, GenerationSpec(model="nope")) is None
     service.current_model = entries[0]
-    service.engine = SimpleNamespace(family="flux", variant="kontext")
+    service.engine = SimpleNamespace(family="flux", flux_variant="kontext")
     assert job_variant(service, GenerationSpec()) == "kontext"

@@ -72,7 +72,7 @@ def job_variant(service: Any, spec: GenerationSpec) -> str | None:
     if job_family(service, spec) != "flux":
         return None
     if runs_on_loaded_model(service, spec):
-        return getattr(service.engine, "variant", None)
+        return getattr(service.engine, "flux_variant", None)
     wanted = spec.model or service.options.get("sd_model_checkpoint")
     try:
         entry = service.catalog.find(wanted) if wanted else None
