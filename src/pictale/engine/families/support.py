@@ -1,12 +1,11 @@
 """Which avatar kinds each model family can apply, and the 422 messages when it cannot. Pure Python, no torch.
 
-The T5 family (SD3) applies LoRA avatars and face/style avatars through diffusers' SD3 IP-Adapter
-(`engine.families.sd3.ip_adapter`), which has a single image slot: one face or style token per SD3 job. Pose and
-embedding avatars (no OpenPose ControlNet or CLIP textual inversion for SD3 in pictale) are refused. FLUX.1
-applies LoRA, one face or style avatar (the XLabs IP-Adapter, all of its images) and pose avatars (a union
-ControlNet); its IP-Adapter files are checked here too (`missing_flux_ip_adapter`). Each
-rule answers before the job is queued (`service.families`) and again in the engine. LoRA avatars work on
-every family, but only on the family they were trained for.
+The T5 families: SD3 applies LoRA avatars and face/style avatars through diffusers' SD3 IP-Adapter
+(`families.sd3.ip_adapter`), which has a single image slot: one face or style token per SD3 job; pose and
+embedding avatars are refused. FLUX.1 applies LoRA, face/style (the XLabs IP-Adapter, one token per job, all of
+its images) and pose (a union ControlNet); embedding avatars are refused (T5 has no textual inversion). Each
+rule answers before the job is queued (`service.families`) and again in the engine. LoRA avatars work on every
+family, but only on the family they were trained for.
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ IP_KINDS = frozenset({AvatarKind.FACE, AvatarKind.STYLE})
 SD3_MAX_IP_AVATARS = 1
 """diffusers' SD3 IP-Adapter takes one adapter, one image embedding and one scale per call."""
 FLUX_MAX_IP_AVATARS = 1
-"""Face/style tokens per Flux job (the XLabs adapter takes several images of one avatar)."""
+"""Face/style tokens per Flux job: the XLabs adapter is loaded once with one scale; it takes all the images of
+that one avatar (`families.flux.ip_adapter`)."""
 SD3_IP_WEIGHTS = Path("sd3") / "ip-adapter.safetensors"
 SD3_IP_ENCODER = Path("sd3") / "image_encoder"
 """Where the SD3 IP-Adapter lives under the IP-Adapter root (see `engine.families.sd3.ip_adapter`)."""
@@ -110,8 +110,9 @@ def check_avatars(refs: Iterable[AvatarRef], family: str | None, *, param: str |
         if len(ip) > FLUX_MAX_IP_AVATARS:
             tokens = ", ".join(avatar_token(ref) for ref in ip)
             raise UnsupportedFeature(
-                f"FLUX.1 models take one face or style avatar per job (the XLabs Flux IP-Adapter has a single image "
-                f"slot); this prompt has {len(ip)}: {tokens}. Keep one of them, or use an SD 1.5/SDXL model",
+                f"FLUX.1 models take one face or style avatar per job (the XLabs Flux IP-Adapter is applied once, "
+                f"with one scale, to one avatar's images); this prompt has {len(ip)}: {tokens}. Keep one of them "
+                "(a face avatar may hold several photos), or use an SD 1.5/SDXL model",
                 param=param,
             )
     if family == "sd3":
