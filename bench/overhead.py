@@ -6,8 +6,9 @@ ratio api/direct is printed per case (target <= 1.05). Cases:
 - tiny SD 1.5 at 64 px and 256 px (4 steps, CFG 7), and a case where one image takes about a second
   (256 px, 20 steps);
 - tiny FLUX.1 schnell (4 steps, no guidance) and tiny FLUX.1 dev (4 steps, distilled guidance 3.5) at 64 px
-  and 256 px: `FluxPipeline` with a fresh FlowMatchEulerDiscreteScheduler from the model's config,
-  `max_sequence_length` 256 (pictale's T5 limit for these prompts) and one CPU generator per image, against the
+  and 256 px, and at 512 px / 6 steps, where one image takes about a second: `FluxPipeline` with a fresh
+  FlowMatchEulerDiscreteScheduler from the model's config, `max_sequence_length` as pictale's profile runs it
+  (schnell 256, dev 512) and one CPU generator per image, against the
   API with `cfg_scale: 1` (one transformer pass per step, as the direct call; above 1 pictale runs true CFG).
   Before timing, one API image is compared with the direct image of the same seed: pixels must be equal
   ("pixels equal" in the last column, else the largest difference). pictale encodes a prompt once and passes
@@ -53,10 +54,13 @@ FLUX_CASES = [
     # (label, variant, size, steps, distilled guidance or None)
     ("flux schnell 64 px, 4 steps", "schnell", 64, 4, None),
     ("flux schnell 256 px, 4 steps", "schnell", 256, 4, None),
+    ("flux schnell 512 px, 6 st (~1 s)", "schnell", 512, 6, None),
     ("flux dev 64 px, 4 st, g 3.5", "dev", 64, 4, 3.5),
     ("flux dev 256 px, 4 st, g 3.5", "dev", 256, 4, 3.5),
+    ("flux dev 512 px, 6 st (~1 s)", "dev", 512, 6, 3.5),
 ]
-FLUX_T5_TOKENS = 256
+FLUX_T5_TOKENS = {"schnell": 256, "dev": 512}
+"""The T5 sequence length pictale runs each variant with (its profile: schnell 256, dev and Kontext 512)."""
 PROMPT = "a photo of a cat"
 
 
@@ -155,7 +159,8 @@ def flux_rows(tmp: Path, rounds: int) -> None:
 
 
 def flux_row(pipe: FluxPipeline, client: httpx.Client, base: str, case: tuple, rounds: int) -> None:
-    name, _, size, steps, guidance = case
+    name, variant, size, steps, guidance = case
+    tokens = FLUX_T5_TOKENS[variant]
     config = dict(pipe.scheduler.config)
     body = {
         "prompt": PROMPT,
@@ -177,7 +182,7 @@ def flux_row(pipe: FluxPipeline, client: httpx.Client, base: str, case: tuple, r
             width=size,
             height=size,
             guidance_scale=0.0 if guidance is None else guidance,
-            max_sequence_length=FLUX_T5_TOKENS,
+            max_sequence_length=tokens,
             generator=[torch.Generator("cpu").manual_seed(seed)],
         ).images[0]
 
@@ -187,7 +192,7 @@ def flux_row(pipe: FluxPipeline, client: httpx.Client, base: str, case: tuple, r
         return r.json()["images"][0]
 
     # pictale encodes a prompt once and passes the embeddings (cached across requests): the same, directly
-    pe, ppe, _ = pipe.encode_prompt(PROMPT, PROMPT, max_sequence_length=FLUX_T5_TOKENS)
+    pe, ppe, _ = pipe.encode_prompt(PROMPT, PROMPT, max_sequence_length=tokens)
 
     def direct_embeds(seed: int) -> Image.Image:
         return direct(seed, prompt_embeds=pe, pooled_prompt_embeds=ppe)
