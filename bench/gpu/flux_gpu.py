@@ -453,6 +453,8 @@ def cmd_server(ph) -> None:
     cmd = [sys.executable, "-m", "pictale", *args]
     # pictale's "auto" dtype is float16 on CUDA; FLUX.1 is made for bf16 (and the direct run uses it)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PICTALE_DTYPE": DTYPE_NAME}
+    # as the direct call: the same T5 length (dev's profile would run 512) and the whole model on the GPU
+    env.update(PICTALE_T5_MAX_TOKENS=str(T5_TOKENS), PICTALE_FLUX_MEMORY=os.environ.get("FLUX_MEMORY") or "full")
     if not g.cuda():
         env["PICTALE_BATCH_MAX"] = "1"
     body = {
@@ -474,7 +476,11 @@ def cmd_server(ph) -> None:
         steps=STEPS,
         body=body,
         command=" ".join([*cmd[:2], "...", *cmd[-len(args) :]]),
-        env_overrides={k: env[k] for k in ("PICTALE_DTYPE", "PICTALE_BATCH_MAX") if k in env},
+        env_overrides={
+            k: env[k]
+            for k in ("PICTALE_DTYPE", "PICTALE_BATCH_MAX", "PICTALE_T5_MAX_TOKENS", "PICTALE_FLUX_MEMORY")
+            if k in env
+        },
     )
     server_log = g.WORK / f"{label}.log"
     mem = g.GpuMem()
