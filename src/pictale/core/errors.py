@@ -112,6 +112,24 @@ class InvalidUpload(InvalidRequest):
     code = "invalid_upload"
 
 
+class InvalidTrainingPhotos(InvalidUpload):
+    """Training photos that cannot be used (unreadable, too small, blurry, near-duplicates, no face, too few): one
+    4xx before anything is stored or computed. `problems` lists each as `{"file": name or None, "problem": text}`
+    (`file` None: the set as a whole, e.g. too few photos); the message says the same in words."""
+
+    code = "invalid_training_photos"
+
+    def __init__(self, problems: list[dict], *, param: str | None = "photos") -> None:
+        self.problems = [{"file": p.get("file"), "problem": str(p["problem"])} for p in problems]
+        by_file: dict[str | None, list[str]] = {}
+        for p in self.problems:
+            by_file.setdefault(p["file"], []).append(p["problem"])
+        files = [name for name in by_file if name is not None]
+        parts = [f"{name}: {' and '.join(texts)}" if name else "; ".join(texts) for name, texts in by_file.items()]
+        head = f"{len(files)} file(s) cannot be used" if files else "the training photos cannot be used"
+        super().__init__(f"{head}. " + "; ".join(parts), param=param)
+
+
 class UploadTooLarge(PictaleError):
     status = 413
     code = "upload_too_large"

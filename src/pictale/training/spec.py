@@ -64,3 +64,5 @@ class PreparedPhoto:
     """The file name the user gave (for messages)."""
     width: int
     height: int
+    caption_from: str = "template"
+    """file (the user's .txt) | template (trigger, class word, framing) | model (`training.captioner`)."""
