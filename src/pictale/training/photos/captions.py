@@ -46,6 +46,14 @@ def lighting(brightness: float) -> str | None:
     return None
 
 
+def caption_head(trigger: str, class_word: str, kind: str) -> str:
+    """What every caption of a training starts with: `"{trigger} {class_word}"` (`"{trigger} style"` for a style
+    without a class word)."""
+    if class_word:
+        return f"{trigger} {class_word}"
+    return f"{trigger} style" if kind == "style" else trigger
+
+
 def template_caption(
     *,
     trigger: str,
@@ -57,7 +65,7 @@ def template_caption(
 ) -> str:
     """`"{trigger} {class_word}, {framing}"` (+ light): framing from the face in a face/character crop of `size`,
     else the orientation. A style's trigger is the style: `"{trigger} style, ..."` when class_word is empty."""
-    words = [f"{trigger} {class_word}".strip() if class_word else f"{trigger} style" if kind == "style" else trigger]
+    words = [caption_head(trigger, class_word, kind)]
     if face_height and kind in ("face", "character"):
         words.append(framing(face_height, size[1]))
     else:
