@@ -3,6 +3,8 @@
 - `spec`: what a training is (`TrainingSpec`, the kind presets' defaults, `PreparedPhoto`); pure Python.
 - `photos/`: checks before any compute (unreadable, too few, too small, near-duplicates, blurry: one 4xx listing
   each file), EXIF orientation, face crops, aspect buckets and captions; no torch.
+- `captioner`: model captions from `models/captioner/` (BLIP-style, offline) for the photos without a `.txt`; run
+  on the worker after `photos.prepare` (it needs torch).
 - `loop`: the peft LoRA loop on a base pipeline loaded by `engine.models` (SD 1.5/SDXL epsilon or v with
   min-SNR, FLUX.1 dev flow matching), cached latents and text embeddings, state saved every N steps and resumed.
 - `scoring`: samples with fixed seeds and prompts, scored for likeness (CLIP-I to the photos) and prompt adherence
