@@ -7,6 +7,9 @@
   on the worker after `photos.prepare` (it needs torch).
 - `loop`: the peft LoRA loop on a base pipeline loaded by `engine.models` (SD 1.5/SDXL epsilon or v with
   min-SNR, FLUX.1 dev flow matching), cached latents and text embeddings, state saved every N steps and resumed.
+- `presets`: the kind presets and the 8/12/16/24 GB memory presets (`preset_defaults`, `presets_table`).
+- `objectives`, `lora_setup`, `state`: the loss per family, the peft layers and optimiser, the resume files and
+  `checkpoint-<step>/` folders.
 - `scoring`: samples with fixed seeds and prompts, scored for likeness (CLIP-I to the photos) and prompt adherence
   (CLIP-T); the best checkpoint and why.
 - `export`: the kohya `.safetensors` (A1111/ComfyUI/Forge load it) with `ss_*` metadata and pictale's own.
