@@ -191,12 +191,14 @@ def test_other_sources_zip_and_face_avatars(client, factory):
     assert r.json()["photos"] == 6
     tid = r.json()["id"]
     doc = client.app.state.trainings.store.get(tid)["document"]
-    assert doc["photos"][0]["caption"] == "zipped_toy on a table" and doc["photos"][0]["source"] == "p0.png"
+    first = doc["photos"][0]
+    assert first["caption"] == "zipped_object, zipped_toy on a table" and first["source"].endswith("p0.png")
+    assert first["caption_from"] == "file" and doc["photos"][1]["caption_from"] == "template"
     client.delete(f"/v1/trainings/{tid}")
-    upload = [("files", (f"f{i}.png", data, "image/png")) for i, data in enumerate(PHOTOS[:2])]
+    upload = [("files", (f"f{i}.png", data, "image/png")) for i, data in enumerate(PHOTOS[:5])]
     assert client.post("/v1/avatars", data={"kind": "face", "name": "kid"}, files=upload).status_code == 201
     r = client.post("/v1/trainings", data={**form("fromfaces"), "face_avatars": "kid"})
-    assert r.status_code == 202 and r.json()["photos"] == 2, r.text
+    assert r.status_code == 202 and r.json()["photos"] == 5, r.text
     client.delete(f"/v1/trainings/{r.json()['id']}")
 
 
@@ -235,9 +237,12 @@ def test_bad_photos_and_untrainable_bases(client, tiny_models):
     assert r.status_code == 422 and r.json()["error"]["param"] == "photos"
     files = [("photos", ("ok.png", PHOTOS[0], "image/png")), ("photos", ("broken.png", b"not a png", "image/png"))]
     r = client.post("/v1/trainings", data=form("broken"), files=files)
-    assert r.status_code == 422 and "broken.png" in r.json()["error"]["message"]
+    error = r.json()["error"]
+    assert r.status_code == 422 and error["param"] == "photos" and "broken.png" in error["message"]
+    assert "ok.png" not in error["message"] and "1 file(s) cannot be used" in error["message"]  # and too few
     r = client.post("/v1/trainings", data=form("badzip"), files={"zip": ("x.zip", b"nope", "application/zip")})
-    assert r.status_code == 422 and r.json()["error"]["param"] == "zip" and "x.zip" in r.json()["error"]["message"]
+    error = r.json()["error"]
+    assert r.status_code == 422 and error["code"] == "invalid_training_photos" and "x.zip" in error["message"]
     r = client.post("/v1/trainings", data={**form("faces"), "face_avatars": "nobody"})
     assert r.status_code == 422 and "'nobody'" in r.json()["error"]["message"]
     ok = [("photos", ("p.png", PHOTOS[0], "image/png"))]

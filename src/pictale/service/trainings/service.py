@@ -98,11 +98,9 @@ class TrainingService:
         spec = build_spec(fields, entry, family)
         training_id = uuid.uuid4().hex
         workdir = self.workdirs / training_id
+        sent = photos.collect(files, archive, face_avatars, registry=self.service.avatars, owner=owner)
         try:
-            found = photos.collect(
-                workdir / "uploads", files, archive, face_avatars, registry=self.service.avatars, owner=owner
-            )
-            prepared = photos.prepare(found, spec, workdir, self.service.settings.models_path)
+            prepared = photos.prepare(sent, spec, workdir)  # the one 4xx listing every bad photo comes here
         except BaseException:
             photos.remove(workdir)  # refused: nothing stays behind
             raise
