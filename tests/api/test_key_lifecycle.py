@@ -45,7 +45,7 @@ def test_first_key_adopts_open_mode_things_and_the_last_key_gives_them_back(tmp_
         r = c.post("/v1/keys", json={"name": "root", "admin": True})
         assert r.status_code == 201
         root = r.json()
-        assert root["adopted"] == {"avatars": 1, "characters": 1, "books": 1, "kept": []}
+        assert root["adopted"] == {"avatars": 1, "characters": 1, "books": 1, "trainings": 0, "kept": []}
         assert root["webhook_secret"].startswith("whsec_") and root["key"].startswith("pt-")
         me = bearer(root["key"])
         assert [a["name"] for a in c.get("/v1/avatars", headers=me).json()["data"]] == ["lucy"]
@@ -71,7 +71,8 @@ def test_first_key_adopts_open_mode_things_and_the_last_key_gives_them_back(tmp_
         assert c.get("/v1/avatars").status_code == 401
         # the CLI on the server revokes the last key: the server is open again, with that key's things
         revoked = lifecycle.revoke_key(c.app.state.db, root["id"], keep_an_admin=False)
-        assert revoked.reopened and revoked.returned.moved == {"avatars": 1, "characters": 1, "books": 1}
+        moved = {"avatars": 1, "characters": 1, "books": 1, "trainings": 0}
+        assert revoked.reopened and revoked.returned.moved == moved
         assert c.app.state.auth.open_mode and c.app.state.auth.describe().startswith("open")
         assert c.get("/v1/avatars", headers=me).status_code == 200  # any header is accepted again
         assert [a["name"] for a in c.get("/v1/avatars").json()["data"]] == ["lucy"]
@@ -91,7 +92,8 @@ def test_names_taken_by_the_new_owner_stay_where_they_were(tmp_path):
     chars.create("key_x", "sasha", description="key")
     with db.session() as s:
         moved = transfer(s, "local", "key_x")
-    assert moved.moved == {"avatars": 0, "characters": 1, "books": 0} and moved.kept == ["character Sasha"]
+    assert moved.moved == {"avatars": 0, "characters": 1, "books": 0, "trainings": 0}
+    assert moved.kept == ["character Sasha"]
     assert [c.name for c in chars.list("local")] == ["Sasha"]
     assert sorted(c.name for c in chars.list("key_x")) == ["sasha", "tom"]
     db.dispose()

@@ -57,7 +57,7 @@ def test_avatars_add_list_show_rm(tmp_path, tiny_models):
     r = run("keys", "create", "bob", "--data-dir", data)
     assert r.exit_code == 2 and "the first API key must be an admin key" in " ".join(r.stderr.split())
     r = run("keys", "create", "root", "--admin", "--data-dir", data)
-    assert r.exit_code == 0 and "(2 avatars, 0 characters, 0 books)" in " ".join(r.stderr.split())
+    assert r.exit_code == 0 and "(2 avatars, 0 characters, 0 books, 0 trainings)" in " ".join(r.stderr.split())
     root = r.stdout.strip()
     assert "lucy" not in run("avatars", "list", "--data-dir", data).stdout
     assert "lucy" in run("avatars", "list", "--key", root, "--data-dir", data).stdout

@@ -31,7 +31,7 @@ def test_create_shows_the_webhook_secret_once_and_revoke_reopens(tmp_path):
     root = KeyStore(db).verify(key)
     secret = SecretStore(db).get(root.id)
     assert secret.startswith("whsec_") and f"its webhook signing secret (also shown only now): {secret}" in said(r)
-    assert "this key owns what was made in open mode (0 avatars, 1 character, 0 books)" in said(r)
+    assert "this key owns what was made in open mode (0 avatars, 1 character, 0 books, 0 trainings)" in said(r)
     bob = run("keys", "create", "bob", *data)
     assert bob.exit_code == 0 and "open mode" not in said(bob)
     bob_id = KeyStore(db).verify(bob.stdout.strip()).id
@@ -40,7 +40,7 @@ def test_create_shows_the_webhook_secret_once_and_revoke_reopens(tmp_path):
     r = run("keys", "revoke", root.id, *data)
     assert r.exit_code == 0
     assert "that was the last key: no live keys: the server is open (local single user" in said(r)
-    assert "its things now belong to the local user (0 avatars, 1 character, 0 books)" in said(r)
+    assert "its things now belong to the local user (0 avatars, 1 character, 0 books, 0 trainings)" in said(r)
     assert not KeyStore(db).has_keys()
     assert "sasha" in run("characters", "list", *data).stdout
     assert "the server is open" in said(run("keys", "list", *data))

@@ -1,4 +1,4 @@
-"""Hand everything one owner made (avatars, characters, books) to another owner, in one transaction.
+"""Hand everything one owner made (avatars, characters, books, trainings) to another owner, in one transaction.
 
 Used when the first API key is created (it adopts what the open-mode local user made) and when the last key
 is revoked (the local user of the reopened server gets that key's things back). A thing whose name the new
@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session
 
 from pictale.storage.books import BookRow
 from pictale.storage.tables import Avatar, CharacterRow
+from pictale.storage.trainings import TrainingRow
 
 
 @dataclass
 class Transfer:
     """What moved, per kind of thing, and what stayed because its name was taken."""
 
-    moved: dict[str, int] = field(default_factory=lambda: {"avatars": 0, "characters": 0, "books": 0})
+    moved: dict[str, int] = field(default_factory=lambda: {"avatars": 0, "characters": 0, "books": 0, "trainings": 0})
     kept: list[str] = field(default_factory=list)
 
     @property
@@ -65,4 +66,7 @@ def transfer(session: Session, source: str, target: str) -> Transfer:
     for book in session.scalars(select(BookRow).where(BookRow.owner_id == source)).all():
         book.owner_id = target
         out.moved["books"] += 1
+    for training in session.scalars(select(TrainingRow).where(TrainingRow.owner_id == source)).all():
+        training.owner_id = target  # its avatar, once registered, is an avatar like the others
+        out.moved["trainings"] += 1
     return out

@@ -24,12 +24,14 @@ from pictale.api.native import characters as native_characters
 from pictale.api.native import jobs as native_jobs
 from pictale.api.native import keys as native_keys
 from pictale.api.native import story as native_story
+from pictale.api.native import trainings as native_trainings
 from pictale.api.native import webhooks as native_webhooks
 from pictale.api.openai import routes as openai_routes
 from pictale.core.config import Settings
 from pictale.service.files import FileStore
 from pictale.service.generation import GenerationService
 from pictale.service.stores import open_stores
+from pictale.service.trainings import RunnerFactory, make_training_service
 from pictale.story.setup import LLMHolder, collect_book_images, make_book_runner
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,10 @@ def create_app(
     on_started: Callable[[GenerationService], None] | None = None,
     *,
     log_notes: bool = True,
+    training_runner: RunnerFactory | None = None,
 ) -> FastAPI:
-    """The app; `log_notes=False` when a banner shows the start-up notes (the demo warning appears once)."""
+    """The app; `log_notes=False` when a banner shows the start-up notes (the demo warning appears once);
+    `training_runner` builds the LoRA trainer (default: `training.runner`; tests give a fake)."""
     settings = settings or Settings()
     svc = service or GenerationService(settings)
     # The database is migrated here, not in the lifespan, so auth works even for a client that never
@@ -53,6 +57,7 @@ def create_app(
     svc.characters = stores.characters  # and expands <be-char:...> through this
     llm = LLMHolder(settings)
     books = make_book_runner(svc, stores.db, llm)
+    trainings = make_training_service(svc, stores.db, training_runner)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -69,12 +74,14 @@ def create_app(
         resumed = books.resume_all()  # books a stopped server left unfinished go on
         if resumed:
             log.info("resumed %d book(s)", len(resumed))
+        trainings.resume_all()  # and trainings, each from its runner's last saved state
         if on_started is not None:
             on_started(svc)
         try:
             yield
         finally:
             await run_in_threadpool(books.stop)  # first: book runs stop and stay resumable
+            await run_in_threadpool(trainings.stop)  # trainings too, between two steps
             await run_in_threadpool(svc.stop)
             stores.close()
 
@@ -88,6 +95,7 @@ def create_app(
     app.state.avatars = avatars
     app.state.characters = stores.characters
     app.state.books = books
+    app.state.trainings = trainings
     app.state.llm = llm
     app.state.files = FileStore(settings.files_path, settings.file_ttl_minutes * 60)
     app.state.auth = Authenticator(settings.auth_pairs(), keys)
@@ -110,6 +118,7 @@ def create_app(
     app.include_router(native_keys.router)
     app.include_router(native_jobs.router)
     app.include_router(native_story.router)
+    app.include_router(native_trainings.router)
     app.include_router(native_webhooks.router)
     app.include_router(files_routes.router)
     app.include_router(openai_routes.router)

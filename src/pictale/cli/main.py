@@ -15,6 +15,7 @@ from pictale.cli import book as book_cmd
 from pictale.cli import characters as characters_cmd
 from pictale.cli import keys as keys_cmd
 from pictale.cli import models as models_cmd
+from pictale.cli import train as train_cmd
 from pictale.cli.output import LOG_LEVELS, OneLineErrors, configure_logging, console, fail, progress, settings_error
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(avatars_cmd.app, name="avatars")
 app.add_typer(characters_cmd.app, name="characters")
 app.command("book")(book_cmd.book)
+app.command("train")(train_cmd.train)
 
 DataDir = Annotated[Path | None, typer.Option(help="Data dir (models, outputs, database).", envvar=None)]
 DatabaseUrlOpt = Annotated[

@@ -205,3 +205,17 @@ class CheckpointUnloadable(ModelLoadError):
 
     status = 422
     code = "checkpoint_unloadable"
+
+
+class TrainingNotFound(PictaleError):
+    """No training with this id for the caller (other keys' trainings are not found either)."""
+
+    status = 404
+    code = "training_not_found"
+
+
+class TrainingBusy(PictaleError):
+    """The training is running (or finished) and cannot be resumed now."""
+
+    status = 409
+    code = "training_busy"

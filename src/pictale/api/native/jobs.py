@@ -31,8 +31,8 @@ from pictale.service.profiles import profile_of_request
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Caller = Annotated[Principal, Depends(require_auth)]
 
-JOB_KINDS = ("generate", "book")
-"""What the job API shows: generations and books (a book's job has the book's id)."""
+JOB_KINDS = ("generate", "book", "training")
+"""What the job API shows: generations, books and trainings (their jobs have the book's or training's id)."""
 CANCEL_WAIT = 3.0
 """DELETE waits this long for a running job to stop before answering 202 (still stopping)."""
 FOLLOW_POLL = 0.25
