@@ -8,6 +8,7 @@ loop (`training.loop.LoraTrainer`) reads both.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 KINDS = ("face", "character", "style", "object")
 STAGES = ("checking", "preparing", "caching", "training", "sampling", "saving", "done")
@@ -66,3 +67,29 @@ class PreparedPhoto:
     height: int
     caption_from: str = "template"
     """file (the user's .txt) | template (trigger, class word, framing) | model (`training.captioner`)."""
+
+
+# -- what a runner reports (read by `service.trainings`)
+
+
+@dataclass(frozen=True)
+class Sample:
+    step: int
+    images: tuple[Path, ...]
+    """PNG files (under the training's work dir) in the order of the spec's sample prompts and seeds."""
+    scores: dict[str, float | None] = field(default_factory=dict)
+    prompts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    step: int
+    scores: dict[str, float | None]
+    reason: str
+    """Why this checkpoint: "best likeness (0.74) at step 800; likeness fell after it", etc."""

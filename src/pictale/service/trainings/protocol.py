@@ -41,34 +41,11 @@ Attributes the service reads after each step (`control.on_step`), after `control
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pictale.training.spec import PreparedPhoto, TrainingSpec
-
-
-@dataclass(frozen=True)
-class Sample:
-    step: int
-    images: tuple[Path, ...]
-    """PNG files (under the training's work dir) in the order of the spec's sample prompts and seeds."""
-    scores: dict[str, float | None] = field(default_factory=dict)
-    prompts: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    step: int
-    path: Path | None = None
-
-
-@dataclass(frozen=True)
-class Choice:
-    step: int
-    scores: dict[str, float | None]
-    reason: str
-    """Why this checkpoint: "best likeness (0.74) at step 800; likeness fell after it", etc."""
+from pictale.training.spec import Checkpoint, Choice, PreparedPhoto, Sample, TrainingSpec
 
 
 @dataclass(frozen=True)

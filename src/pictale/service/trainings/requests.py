@@ -25,7 +25,13 @@ OPTIMIZERS = ("adamw", "adamw8bit", "prodigy")
 CLASS_WORDS = {"face": "person", "character": "character", "style": "style", "object": "object"}
 TRIGGER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{1,63}$")
 MAX_SAMPLE_PROMPTS = 8
-RANGES = {"rank": (1, 256), "steps": (1, 100_000), "resolution": (256, 2048), "batch_size": (1, 16)}
+RANGES = {
+    "rank": (1, 256),
+    "steps": (1, 100_000),
+    "resolution": (256, 2048),
+    "batch_size": (1, 16),
+    "checkpoint_every": (1, 100_000),
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class TrainingFields:
     seed: int | None = None
     sample_prompts: tuple[str, ...] = ()
     character: str | None = None
+    checkpoint_every: int | None = None
+    """Steps between saved states (resume points), each sampled and scored; None: the preset's."""
 
 
 def check_fields(fields: TrainingFields, max_prompt_chars: int) -> TrainingFields:
@@ -117,9 +125,11 @@ def build_spec(fields: TrainingFields, entry: ModelEntry, family: str) -> Traini
     """The spec: the preset of (kind, family), then what the client set; a random seed when none was given."""
     values: dict[str, Any] = {"class_word": CLASS_WORDS[fields.kind], "resolution": 512 if family == "sd15" else 1024}
     values.update(_preset(fields.kind, family))
-    for name in ("rank", "steps", "learning_rate", "optimizer", "resolution", "batch_size"):
+    for name in ("rank", "steps", "learning_rate", "optimizer", "resolution", "batch_size", "checkpoint_every"):
         if getattr(fields, name) is not None:
             values[name] = getattr(fields, name)
+    if fields.checkpoint_every is not None:
+        values["sample_every"] = fields.checkpoint_every
     if fields.rank is not None:
         values["alpha"] = float(fields.rank)  # alpha = rank: the presets' rule
     seed = fields.seed if fields.seed is not None and fields.seed >= 0 else random.randrange(SEED_MAX)

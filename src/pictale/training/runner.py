@@ -1,0 +1,272 @@
+"""The real training runner the service drives (`service.trainings.protocol`): `make_runner(ctx)`.
+
+On the worker thread, chunk by chunk:
+
+1. first chunk: load the base model through `engine.models` (its own copy: the serving pipeline keeps serving),
+   caption the photos with a local model when there is one (`captioner`), build the `LoraTrainer`, resume from
+   the newest complete checkpoint in `ctx.state_dir` when there is one, else cache latents and score the base
+   (step 0: the likeness and prompt adherence a LoRA must beat);
+2. `spec.checkpoint_every` steps at a time, in chunks of at most `control.max_steps` steps: after each
+   checkpoint, save it (`state.write_checkpoint`: trainer state + the kohya file), draw the samples (fixed
+   prompts and seeds), score them (CLIP-I to the photos, CLIP-T to the prompts), and stop early when likeness
+   has fallen at two samples in a row after its best;
+3. at the end: choose the best checkpoint (`scoring.choose`, which says why), and write its kohya file with
+   pictale's metadata (base model and hash, preset, rank, steps, trigger, chosen step and scores) as `lora_path`.
+
+Without a CLIP model the samples are drawn unscored and the last checkpoint is kept (the reason says so).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pictale.engine import models
+from pictale.engine.runtime import pick_device, pick_dtype
+from pictale.training import scoring, state
+from pictale.training.captioner import caption_photos
+from pictale.training.export import build_metadata, save_kohya
+from pictale.training.loop import LoraTrainer
+from pictale.training.spec import Checkpoint, Choice, Sample
+
+log = logging.getLogger(__name__)
+
+SAMPLE_STEPS = {"sd15": 20, "sdxl": 20, "flux": 20}
+TINY_SAMPLE_STEPS = 4
+KEEP_CHECKPOINTS = 4
+SCORES_FILE = "scores.json"
+
+
+def clip_source(settings: Any, entry) -> str | None:
+    """The CLIP that scores samples, as for books: `--clip-model`, else the first folder in `models/CLIP/`, else
+    the tiny CLIP beside a tiny base model; None: no scores."""
+    from pictale.engine.demo.layout import is_tiny
+
+    if settings.clip_model and settings.clip_model != "tiny":
+        return settings.clip_model
+    clip_dir = Path(settings.clip_path)
+    found = sorted(p.parent for p in clip_dir.glob("*/config.json")) if clip_dir.is_dir() else []
+    if found and settings.clip_model != "tiny":
+        return str(found[0])
+    if settings.clip_model == "tiny" or is_tiny(entry):
+        from pictale.engine.tiny.clip import ensure_tiny_clip
+
+        return str(ensure_tiny_clip(settings.demo_path))
+    return None
+
+
+class Runner:
+    """One training, driven chunk by chunk (see the module docstring)."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx, self.spec, self.settings = ctx, ctx.spec, ctx.settings
+        self.stage = "preparing"
+        self.step = 0
+        self.total = self.spec.steps
+        self.loss: float | None = None
+        self.samples: list[Sample] = []
+        self.checkpoints: list[Checkpoint] = []
+        self.chosen: Choice | None = None
+        self.lora_path: Path | None = None
+        self.history: list[dict] = self._read_history()
+        self.trainer: LoraTrainer | None = None
+        self.entry = None
+        self._clip: Any = None
+        self._clip_source: str | None = None
+        self._stopped_early = False
+
+    # -- the protocol ----------------------------------------------------------------------------
+
+    def run_chunk(self, control) -> bool:
+        if self.trainer is None:
+            self._start(control)
+        trainer = self.trainer
+        deadline = time.monotonic() + max(0.0, control.max_seconds)
+        done_steps = 0
+        while not trainer.done and not self._stopped_early:
+            if control.cancelled():
+                return False
+            next_checkpoint = (trainer.step // self.spec.checkpoint_every + 1) * self.spec.checkpoint_every
+            n = min(control.max_steps - done_steps, next_checkpoint - trainer.step, self.spec.steps - trainer.step)
+            if n <= 0:
+                return False
+            for step, loss in trainer.step_chunk(n, cancel=control.cancelled):
+                self.step, self.loss = step, loss if self.loss is None else 0.9 * self.loss + 0.1 * loss
+                control.on_step(step, self.loss)
+            done_steps += n
+            if trainer.step == next_checkpoint or trainer.done:
+                self._checkpoint(control)
+            if done_steps >= control.max_steps or time.monotonic() >= deadline:
+                return False
+        if control.cancelled():
+            return False
+        self._finish(control)
+        return True
+
+    def close(self) -> None:
+        self.trainer = None
+        self._clip = None
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def _set_stage(self, stage: str, control) -> None:
+        self.stage = stage
+        control.changed()
+
+    def _start(self, control) -> None:
+        settings, spec = self.settings, self.spec
+        self.entry = models.resolve_model(spec.base_model, settings.models_path, settings.demo_path)
+        device = pick_device(settings.device)
+        dtype = pick_dtype(settings.dtype, device)
+        from pictale.engine.families.flux.files import flux_options
+
+        pipe = models.load_pipeline(self.entry, device=device, dtype=dtype, flux=flux_options(settings))
+        photos = caption_photos(list(self.ctx.photos), spec, settings.models_path, device=device)
+        self.trainer = LoraTrainer(pipe, spec, photos, self.ctx.workdir, device=device)
+        self._clip_source = clip_source(settings, self.entry)
+        latest = state.latest_checkpoint(self.ctx.state_dir)
+        self.trainer.prepare(on_stage=lambda stage: self._set_stage(stage, control))
+        if latest is not None:
+            self.trainer.load_state(latest)
+            self.step = self.trainer.step
+            self.checkpoints = [Checkpoint(step, path) for step, path in state.checkpoints(self.ctx.state_dir)]
+            self.samples = [self._sample_of(h) for h in self.history if h["step"] > 0]
+            log.info("training %s resumes at step %d", self.ctx.training_id, self.step)
+        elif not any(h["step"] == 0 for h in self.history):
+            self._sample(control, base=True)  # the base: what the LoRA must beat
+        self._set_stage("training", control)
+
+    def _checkpoint(self, control) -> None:
+        path = state.write_checkpoint(self.trainer, self.ctx.state_dir, metadata=self._metadata())
+        self.checkpoints.append(Checkpoint(self.trainer.step, path))
+        control.changed()
+        self._sample(control)
+        protect = (self._best()[0],) if self._scored() else ()
+        state.prune_checkpoints(self.ctx.state_dir, keep=KEEP_CHECKPOINTS, protect=protect)
+        self.checkpoints = [Checkpoint(step, path) for step, path in state.checkpoints(self.ctx.state_dir)]
+        if self.spec.early_stop and self._scored() and scoring.should_stop(self._named()):
+            self._stopped_early = True
+            log.info("training %s stops early at step %d: likeness fell", self.ctx.training_id, self.trainer.step)
+        self._set_stage("training", control)
+
+    def _sample(self, control, *, base: bool = False) -> None:
+        self._set_stage("sampling", control)
+        spec, trainer = self.spec, self.trainer
+        prompts = self._prompts()
+        size = (spec.resolution, spec.resolution)
+        steps = TINY_SAMPLE_STEPS if self._tiny() else SAMPLE_STEPS.get(spec.family, 20)
+        images = scoring.sample(
+            trainer.pipe, prompts, list(spec.sample_seeds), size, steps=steps, scale=0.0 if base else 1.0
+        )
+        step = 0 if base else trainer.step
+        folder = self.ctx.workdir / "samples" / f"{step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, image in enumerate(images):
+            path = folder / f"{i:02d}.png"
+            image.save(path)
+            paths.append(path)
+        scores = self._score(images, prompts)
+        record = {"step": step, "images": [str(p) for p in paths], "prompts": prompts, **scores}
+        self.history = [h for h in self.history if h["step"] != step] + [record]
+        self._write_history()
+        if not base:
+            self.samples.append(self._sample_of(record))
+        control.changed()
+
+    def _finish(self, control) -> None:
+        self._set_stage("saving", control)
+        best, reason = self._best()
+        chosen = next((h for h in self.history if h["step"] == best), {})
+        scores = {k: chosen.get(k) for k in ("likeness", "adherence")}
+        folder = dict(state.checkpoints(self.ctx.state_dir)).get(best)
+        if folder is None:  # pruned or never written (a run that ended between checkpoints): save it now
+            folder = state.write_checkpoint(self.trainer, self.ctx.state_dir, metadata=self._metadata())
+            best = self.trainer.step
+        out = self.ctx.workdir / f"{self.spec.name}.safetensors"
+        extra = {"pictale_chosen_step": str(best), "pictale_scores": json.dumps(scores), "pictale_choice": reason}
+        extra.update(self._metadata())
+        trainer_meta = build_metadata(self.spec, self.trainer.photos, step=best, extra=extra)
+        self.lora_path = save_kohya(folder, out, trainer_meta)
+        self.chosen = Choice(best, scores, reason)
+        self._set_stage("done", control)
+
+    # -- scores ----------------------------------------------------------------------------------
+
+    def _score(self, images: list[Image.Image], prompts: list[str]) -> dict[str, float | None]:
+        if self._clip_source is None:
+            return {"likeness": None, "adherence": None}
+        if self._clip is None:
+            from pictale.engine.clip_scoring import ClipScorer
+
+            self._clip = ClipScorer(self._clip_source)
+        spec = self.spec
+        texts = [scoring.clip_prompt(p, spec.trigger, spec.class_word) for p in prompts]
+        got = scoring.score(images, self.trainer.photos, texts, self._clip)
+        return {"likeness": got["clip_i"], "adherence": got["clip_t"]}
+
+    def _scored(self) -> bool:
+        return any(h["step"] > 0 and h.get("likeness") is not None for h in self.history)
+
+    def _named(self) -> list[dict]:
+        """The history in `scoring`'s names (clip_i: likeness, clip_t: prompt adherence), oldest first."""
+        rows = sorted(self.history, key=lambda h: h["step"])
+        return [{"step": h["step"], "clip_i": h["likeness"], "clip_t": h["adherence"]} for h in rows]
+
+    def _best(self) -> tuple[int, str]:
+        if not self._scored():
+            last = max((h["step"] for h in self.history), default=self.trainer.step)
+            return last, "no CLIP model to score the samples: kept the last checkpoint"
+        step, reason = scoring.choose(self._named())
+        if self._stopped_early:
+            reason += "; stopped early: likeness fell at two samples in a row"
+        return step, reason
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _prompts(self) -> list[str]:
+        spec = self.spec
+        prompts = spec.sample_prompts or (f"a photo of {{trigger}} {spec.class_word}",)
+        return [p.replace("{trigger}", spec.trigger) for p in prompts]
+
+    def _tiny(self) -> bool:
+        from pictale.engine.demo.layout import is_tiny
+
+        return is_tiny(self.entry)
+
+    def _metadata(self) -> dict[str, str]:
+        entry = self.entry
+        return {
+            "pictale_base_model": entry.model_name if entry is not None else self.spec.base_model,
+            "pictale_base_model_sha256": (entry.sha256 or "") if entry is not None else "",
+            "pictale_preset": self.spec.kind,
+        }
+
+    @staticmethod
+    def _sample_of(record: dict) -> Sample:
+        scores = {k: record.get(k) for k in ("likeness", "adherence")}
+        return Sample(record["step"], tuple(Path(p) for p in record["images"]), scores, tuple(record["prompts"]))
+
+    def _read_history(self) -> list[dict]:
+        path = self.ctx.workdir / SCORES_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return data if isinstance(data, list) else []
+
+    def _write_history(self) -> None:
+        path = self.ctx.workdir / SCORES_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.history), encoding="utf-8")
+        tmp.replace(path)
+
+
+def make_runner(ctx) -> Runner:
+    """The runner `service.trainings.protocol.default_factory` builds on the worker."""
+    return Runner(ctx)
