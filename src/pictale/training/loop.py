@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from pictale.training import lora_setup, state
-from pictale.training.objectives import FlowObjective, NoiseObjective, encode_captions, stack_text
+from pictale.training.objectives import FlowObjective, NoiseObjective, compute_dtype, encode_captions, stack_text
 from pictale.training.spec import PreparedPhoto, TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class LoraTrainer:
             raise ValueError("text-encoder LoRA is not supported on FLUX.1 (the transformer LoRA carries it)")
         self.pipe, self.spec, self.photos = pipe, spec, list(photos)
         self.workdir, self.device = Path(workdir), str(device)
-        self.dtype = dtype or next(lora_setup.denoiser(pipe).parameters()).dtype
+        self.dtype = dtype or compute_dtype(lora_setup.denoiser(pipe))
         self.family = spec.family
         self.stage = "preparing"
         self.step = 0
@@ -94,6 +94,19 @@ class LoraTrainer:
         self._set_stage("caching", on_stage)
         multiple = 16 if self.family == "flux" else 8
         vae = self.pipe.vae
+        half = vae.dtype == torch.float16
+        if half:  # the SDXL VAE gives NaN latents in fp16 (diffusers' scripts keep it in fp32): encode in fp32
+            vae.to(torch.float32)
+        try:
+            self._cache_latents(vae, multiple)
+        finally:
+            if half:
+                vae.to(torch.float16)
+        if not self.spec.train_text_encoder:
+            self.text = encode_captions(self.pipe, self.family, [p.caption for p in self.photos], self.device)
+        self._set_stage("training", on_stage)
+
+    def _cache_latents(self, vae, multiple: int) -> None:
         self.mean, self.std, self.sizes = [], [], []
         for photo in self.photos:
             img = Image.open(photo.path).convert("RGB")
@@ -111,9 +124,6 @@ class LoraTrainer:
             self.mean.append(means)
             self.std.append(stds)
             self.sizes.append((h, w))
-        if not self.spec.train_text_encoder:
-            self.text = encode_captions(self.pipe, self.family, [p.caption for p in self.photos], self.device)
-        self._set_stage("training", on_stage)
 
     def _set_stage(self, stage: str, on_stage) -> None:
         self.stage = stage

@@ -25,6 +25,18 @@ import torch.nn.functional as F
 FLUX_MAX_SEQUENCE = 512  # pictale's T5 length at inference (engine: the same prompt embeddings)
 
 
+_STORAGE_ONLY = {getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)}
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype a model computes in: its weights' dtype, except weights stored in fp8 (layerwise casting), which
+    are cast up to their compute dtype when used (the LoRA's own weights are in that dtype or fp32)."""
+    found = [p.dtype for p in model.parameters() if p.dtype not in _STORAGE_ONLY and not p.requires_grad]
+    if found:
+        return found[0]
+    return next(p.dtype for p in model.parameters() if p.dtype not in _STORAGE_ONLY)
+
+
 def encode_captions(pipe, family: str, captions: list[str], device) -> list[dict]:
     """Text conditioning per caption through the pipeline's own `encode_prompt` (the same code as inference)."""
     out = []
@@ -90,7 +102,7 @@ class NoiseObjective:
         if self.family == "sdxl":
             ids = torch.tensor([[h, w, 0, 0, h, w] for h, w in sizes], dtype=torch.float32, device=dev)
             kwargs["added_cond_kwargs"] = {"text_embeds": text["pooled"], "time_ids": ids.to(text["pooled"].dtype)}
-        dtype = next(model.parameters()).dtype
+        dtype = compute_dtype(model)
         pred = model(noisy.to(dtype), t, text["pe"].to(dtype), **kwargs).sample
         mse = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.gamma is None:
@@ -147,7 +159,7 @@ class FlowObjective:
         sigma = self.sigmas(draws["u"], x.shape[1]).to(dev)
         s = sigma.view(b, 1, 1)
         noisy = (1 - s) * x + s * noise
-        dtype = next(model.parameters()).dtype
+        dtype = compute_dtype(model)
         ids = type(self.pipe)._prepare_latent_image_ids(b, h // 2, w // 2, dev, dtype)
         guidance = None if self.guidance is None else torch.full((b,), self.guidance, device=dev, dtype=torch.float32)
         pred = model(

@@ -60,6 +60,21 @@ def clip_source(settings: Any, entry) -> str | None:
     return None
 
 
+def store_base_compactly(pipe, spec) -> str | None:
+    """FLUX.1 on 12-16 GB cards (`presets.memory_preset`: `extra["base_quantization"]`): the frozen transformer's
+    weights stored in fp8 and computed in the pipeline's dtype (layerwise casting); the LoRA's own weights stay in
+    fp32. "nf4" (bitsandbytes 4-bit) is stored as fp8 too: pictale trains on a base it loaded itself, and fp8
+    layerwise storage needs no second load. Returns what was applied."""
+    import torch
+
+    wanted = spec.extra.get("base_quantization")
+    if spec.family != "flux" or wanted not in ("fp8", "nf4"):
+        return None
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=pipe.transformer.dtype)
+    log.info("training base transformer stored in fp8 (asked: %s)", wanted)
+    return "fp8"
+
+
 class Runner:
     """One training, driven chunk by chunk (see the module docstring)."""
 
@@ -126,8 +141,10 @@ class Runner:
         from pictale.engine.families.flux.files import flux_options
 
         pipe = models.load_pipeline(self.entry, device=device, dtype=dtype, flux=flux_options(settings))
+        compute = pipe.dtype  # the dtype the model computes in, whatever its weights are stored in
+        store_base_compactly(pipe, spec)
         photos = caption_photos(list(self.ctx.photos), spec, settings.models_path, device=device)
-        self.trainer = LoraTrainer(pipe, spec, photos, self.ctx.workdir, device=device)
+        self.trainer = LoraTrainer(pipe, spec, photos, self.ctx.workdir, device=device, dtype=compute)
         self._clip_source = clip_source(settings, self.entry)
         latest = state.latest_checkpoint(self.ctx.state_dir)
         self.trainer.prepare(on_stage=lambda stage: self._set_stage(stage, control))
