@@ -11,6 +11,7 @@ run.sh drives it; each subcommand is one time-boxed phase writing WORK/results/<
     gpucheck.py direct sd15|sdxl         diffusers pipeline from that folder: latency, batch throughput, identity
     gpucheck.py server sd15|sdxl [--forced]   `python -m pictale serve` on it, same requests over HTTP
     gpucheck.py build|direct|server flux FLUX.1 [dev], bf16, with memory modes (flux_gpu.py)
+    gpucheck.py train sd15|sdxl          LoRA training with LoraTrainer per GPU memory preset (train_gpu.py)
     gpucheck.py forced-serve -- serve ...     pictale's CLI with merged batches allowed on any device (a patch)
     gpucheck.py summary                  OUT/results.json, OUT/summary.txt, OUT/servers.log
 
@@ -319,6 +320,7 @@ PICTALE_MODULES = [
     "pictale.storage.db",
     "pictale.engine.families.flux.generate",
     "pictale.engine.tiny.flux",
+    "pictale.training.loop",
 ]
 
 
@@ -1031,6 +1033,8 @@ PHASES = [
     "build_flux",
     "direct_flux",
     "server_flux",
+    "train_sd15",
+    "train_sdxl",
 ]
 
 
@@ -1175,6 +1179,9 @@ def cmd_summary() -> None:
     import flux_gpu
 
     lines.extend(flux_gpu.summary_lines(res))
+    import train_gpu
+
+    lines.extend(train_gpu.summary_lines(res))
     text = "\n".join(lines) + "\n"
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "summary.txt").write_text(text)
@@ -1234,6 +1241,10 @@ def main() -> int:
 
         fn = {"build": flux_gpu.cmd_build, "direct": flux_gpu.cmd_direct, "server": flux_gpu.cmd_server}[cmd]
         return run_phase(f"{cmd}_flux", fn)
+    if cmd == "train" and rest and rest[0] in ("sd15", "sdxl"):
+        import train_gpu
+
+        return run_phase(f"train_{rest[0]}", train_gpu.cmd_train, rest[0])
     if cmd in ("build", "direct", "server") and rest and rest[0] in ("sd15", "sdxl"):
         family = rest[0]
         if cmd == "server":

@@ -5,6 +5,8 @@
 #
 #   bash bench/gpu/run.sh                 from the repo root; wheels in .whl/ (carried, git-ignored; prepare.sh)
 #   FAMILIES=flux bash bench/gpu/run.sh   only the Flux phases (FAMILIES: any of "sd15 sdxl flux", default all three)
+#   ROWS=train FAMILIES="sd15 sdxl" bash bench/gpu/run.sh   build + LoRA training rows only (ROWS: any of
+#                                         "serve train", default "serve": direct/server phases; train: train_gpu.py)
 #
 # Results: $OUT/results.json, $OUT/summary.txt, $OUT/log.txt, $OUT/servers.log ($OUT unset: /tmp/gpu-out).
 # Each phase is time-boxed and the whole run stops starting phases after LIMIT_S seconds (default 560).
@@ -26,6 +28,8 @@ PY=${PY:-python3}
 LIMIT_S=${LIMIT_S:-560}
 FAMILIES=${FAMILIES:-sd15 sdxl flux}
 has() { case " $FAMILIES " in *" $1 "*) return 0;; esac; return 1; }
+ROWS=${ROWS:-serve}
+row() { case " $ROWS " in *" $1 "*) return 0;; esac; return 1; }
 RESERVE_S=${RESERVE_S:-15}   # kept for the summary
 SITE=${SITE:-/tmp/site}
 HERE=$ROOT/bench/gpu
@@ -36,7 +40,7 @@ mkdir -p "$WORK/results"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
 elapsed() { echo $(( $(date +%s) - START )); }
-echo "### pictale gpu-check: FAMILIES='$FAMILIES' DEVICE=$DEVICE SMALL=$SMALL LIMIT_S=$LIMIT_S OUT=$OUT WORK=$WORK ($(date -u +%FT%TZ))"
+echo "### pictale gpu-check: FAMILIES='$FAMILIES' ROWS='$ROWS' DEVICE=$DEVICE SMALL=$SMALL LIMIT_S=$LIMIT_S OUT=$OUT WORK=$WORK ($(date -u +%FT%TZ))"
 
 if [ "${SKIP_WHEELS:-0}" != 1 ]; then
   echo "### installing $(ls .whl/*.whl 2>/dev/null | wc -l) wheels into $SITE"
@@ -116,14 +120,20 @@ else
       fallback_transformers "build_sd15 failed inside transformers/huggingface_hub"
       phase build_sd15 100 30 build sd15
     fi
-    phase direct_sd15 100 30 direct sd15
-    phase server_sd15 130 45 server sd15
-    phase server_sd15_forced 100 40 server sd15 --forced
+    if row serve; then
+      phase direct_sd15 100 30 direct sd15
+      phase server_sd15 130 45 server sd15
+      phase server_sd15_forced 100 40 server sd15 --forced
+    fi
+    row train && phase train_sd15 150 40 train sd15
   fi
   if has sdxl; then
     phase build_sdxl 150 50 build sdxl
-    phase direct_sdxl 100 35 direct sdxl
-    phase server_sdxl 120 45 server sdxl
+    if row serve; then
+      phase direct_sdxl 100 35 direct sdxl
+      phase server_sdxl 120 45 server sdxl
+    fi
+    row train && phase train_sdxl 240 60 train sdxl
   fi
   if has flux; then
     # full size: ~16.8B parameters in bf16 (34 GiB), saved to $WORK/models (~32 GiB of disk)
