@@ -12,6 +12,8 @@
   `checkpoint-<step>/` folders.
 - `scoring`: samples with fixed seeds and prompts, scored for likeness (CLIP-I to the photos) and prompt adherence
   (CLIP-T); the best checkpoint and why.
+- `face_likeness`: dlib's 128-d face descriptor (the optional `faces` extra): for face and character trainings the
+  face similarity to the photos is the likeness.
 - `export`: the kohya `.safetensors` (A1111/ComfyUI/Forge load it) with `ss_*` metadata and pictale's own.
 
 The service runs a training on the worker in chunks of steps, so generation requests are served between them.

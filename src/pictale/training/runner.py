@@ -8,8 +8,9 @@ On the worker thread, chunk by chunk:
    (step 0: the likeness and prompt adherence a LoRA must beat);
 2. `spec.checkpoint_every` steps at a time, in chunks of at most `control.max_steps` steps: after each
    checkpoint, save it (`state.write_checkpoint`: trainer state + the kohya file), draw the samples (fixed
-   prompts and seeds), score them (CLIP-I to the photos, CLIP-T to the prompts), and stop early when likeness
-   has fallen at two samples in a row after its best;
+   prompts and seeds), score them (CLIP-I to the photos, CLIP-T to the prompts; for face and character
+   trainings with the `faces` extra installed, the dlib face similarity to the photos, which then is the likeness:
+   `face_likeness`), and stop early when likeness has fallen at two samples in a row after its best;
 3. at the end: choose the best checkpoint (`scoring.choose`, which says why), and write its kohya file with
    pictale's metadata (base model and hash, preset, rank, steps, trigger, chosen step and scores) as `lora_path`.
 
@@ -28,7 +29,7 @@ from PIL import Image
 
 from pictale.engine import models
 from pictale.engine.runtime import pick_device, pick_dtype
-from pictale.training import scoring, state
+from pictale.training import face_likeness, scoring, state
 from pictale.training.captioner import caption_photos
 from pictale.training.export import build_metadata, save_kohya
 from pictale.training.loop import LoraTrainer
@@ -40,6 +41,11 @@ SAMPLE_STEPS = {"sd15": 20, "sdxl": 20, "flux": 20}
 TINY_SAMPLE_STEPS = 4
 KEEP_CHECKPOINTS = 4
 SCORES_FILE = "scores.json"
+SCORE_KEYS = ("likeness", "adherence", "clip_i", "face", "face_found")
+"""What a sample's scores hold: likeness (face when scored, else clip_i), adherence (CLIP-T), clip_i (CLIP image
+similarity), face (dlib face similarity, 1 - distance: above 0.4 is the same person) and face_found (the share of
+samples with a face). The last three only where measured."""
+FACE_KINDS = ("face", "character")
 
 
 def clip_source(settings: Any, entry) -> str | None:
@@ -93,6 +99,7 @@ class Runner:
         self.entry = None
         self._clip: Any = None
         self._clip_source: str | None = None
+        self._face_refs: list | None = None  # the photos' face descriptors; [] when face likeness is off
         self._stopped_early = False
 
     # -- the protocol ----------------------------------------------------------------------------
@@ -200,7 +207,7 @@ class Runner:
         self._set_stage("saving", control)
         best, reason = self._best()
         chosen = next((h for h in self.history if h["step"] == best), {})
-        scores = {k: chosen.get(k) for k in ("likeness", "adherence")}
+        scores = {k: chosen.get(k) for k in SCORE_KEYS if k in chosen}
         folder = dict(state.checkpoints(self.ctx.state_dir)).get(best)
         if folder is None:  # pruned or never written (a run that ended between checkpoints): save it now
             folder = state.write_checkpoint(self.trainer, self.ctx.state_dir, metadata=self._metadata())
@@ -216,30 +223,50 @@ class Runner:
     # -- scores ----------------------------------------------------------------------------------
 
     def _score(self, images: list[Image.Image], prompts: list[str]) -> dict[str, float | None]:
-        if self._clip_source is None:
-            return {"likeness": None, "adherence": None}
-        if self._clip is None:
-            from pictale.engine.clip_scoring import ClipScorer
+        scores: dict[str, float | None] = {"likeness": None, "adherence": None}
+        if self._clip_source is not None:
+            if self._clip is None:
+                from pictale.engine.clip_scoring import ClipScorer
 
-            self._clip = ClipScorer(self._clip_source)
-        spec = self.spec
-        texts = [scoring.clip_prompt(p, spec.trigger, spec.class_word) for p in prompts]
-        got = scoring.score(images, self.trainer.photos, texts, self._clip)
-        return {"likeness": got["clip_i"], "adherence": got["clip_t"]}
+                self._clip = ClipScorer(self._clip_source)
+            spec = self.spec
+            texts = [scoring.clip_prompt(p, spec.trigger, spec.class_word) for p in prompts]
+            got = scoring.score(images, self.trainer.photos, texts, self._clip)
+            scores = {"likeness": got["clip_i"], "adherence": got["clip_t"], "clip_i": got["clip_i"]}
+        if self._face_references():
+            face = face_likeness.compare(face_likeness.descriptors(images), self._face_refs)
+            # No face in any sample: the least like the person (0.0), not CLIP-I, which is on another scale.
+            scores.update(face=face.similarity, face_found=face.found, likeness=face.similarity or 0.0)
+        return scores
+
+    def _face_references(self) -> bool:
+        """Whether likeness is the face similarity: a face or character training, the `faces` extra installed and a
+        face in at least one photo. The photos' descriptors are computed once."""
+        if self._face_refs is None:
+            self._face_refs = []
+            if self.spec.kind in FACE_KINDS and face_likeness.available():
+                refs = face_likeness.descriptors(self.trainer.photos)
+                self._face_refs = [r for r in refs if r is not None]
+                log.info("face likeness: a face in %d of %d photos", len(self._face_refs), len(refs))
+        return bool(self._face_refs)
 
     def _scored(self) -> bool:
         return any(h["step"] > 0 and h.get("likeness") is not None for h in self.history)
 
     def _named(self) -> list[dict]:
-        """The history in `scoring`'s names (clip_i: likeness, clip_t: prompt adherence), oldest first."""
+        """The history in `scoring`'s names (clip_i: likeness, clip_t: prompt adherence), oldest first. Without a CLIP
+        model (face likeness only) the base is left out and adherence reads 0: the best likeness wins."""
         rows = sorted(self.history, key=lambda h: h["step"])
-        return [{"step": h["step"], "clip_i": h["likeness"], "clip_t": h["adherence"]} for h in rows]
+        rows = [h for h in rows if h["step"] > 0 or h.get("adherence") is not None]
+        return [{"step": h["step"], "clip_i": h["likeness"], "clip_t": h.get("adherence") or 0.0} for h in rows]
 
     def _best(self) -> tuple[int, str]:
         if not self._scored():
             last = max((h["step"] for h in self.history), default=self.trainer.step)
             return last, "no CLIP model to score the samples: kept the last checkpoint"
         step, reason = scoring.choose(self._named())
+        if self._face_references():
+            reason = reason.replace("likeness", "face likeness", 1)
         if self._stopped_early:
             reason += "; stopped early: likeness fell at two samples in a row"
         return step, reason
@@ -266,7 +293,7 @@ class Runner:
 
     @staticmethod
     def _sample_of(record: dict) -> Sample:
-        scores = {k: record.get(k) for k in ("likeness", "adherence")}
+        scores = {k: record.get(k) for k in SCORE_KEYS if k in record}
         return Sample(record["step"], tuple(Path(p) for p in record["images"]), scores, tuple(record["prompts"]))
 
     def _read_history(self) -> list[dict]:
