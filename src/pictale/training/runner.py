@@ -110,21 +110,20 @@ class Runner:
         trainer = self.trainer
         deadline = time.monotonic() + max(0.0, control.max_seconds)
         done_steps = 0
+        every = self.spec.checkpoint_every
         while not trainer.done and not self._stopped_early:
             if control.cancelled():
                 return False
-            next_checkpoint = (trainer.step // self.spec.checkpoint_every + 1) * self.spec.checkpoint_every
-            n = min(control.max_steps - done_steps, next_checkpoint - trainer.step, self.spec.steps - trainer.step)
-            if n <= 0:
-                return False
-            for step, loss in trainer.step_chunk(n, cancel=control.cancelled):
+            if done_steps >= control.max_steps or time.monotonic() >= deadline:
+                return False  # the worker goes to the generation requests queued meanwhile
+            for step, loss in trainer.step_chunk(1, cancel=control.cancelled):
                 self.step, self.loss = step, loss if self.loss is None else 0.9 * self.loss + 0.1 * loss
                 control.on_step(step, self.loss)
-            done_steps += n
-            if trainer.step == next_checkpoint or trainer.done:
+            done_steps += 1
+            if trainer.step % every == 0 or trainer.done:
                 self._checkpoint(control)
-            if done_steps >= control.max_steps or time.monotonic() >= deadline:
-                return False
+                if not trainer.done and not self._stopped_early:
+                    return False  # sampling took a while: let generation run before the next steps
         if control.cancelled():
             return False
         self._finish(control)

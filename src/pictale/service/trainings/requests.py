@@ -121,10 +121,12 @@ def find_base(service: Any, wanted: str | None) -> ModelEntry:
     raise InvalidRequest("no base model: name one in base_model", param="base_model")
 
 
-def build_spec(fields: TrainingFields, entry: ModelEntry, family: str) -> TrainingSpec:
-    """The spec: the preset of (kind, family), then what the client set; a random seed when none was given."""
+def build_spec(fields: TrainingFields, entry: ModelEntry, family: str, vram_gb: float | None = None) -> TrainingSpec:
+    """The spec: the preset of (kind, family) and, on a GPU of `vram_gb`, its memory preset (gradient
+    checkpointing, mixed precision, 8-bit Adam, an fp8 Flux base), then what the client set; a random seed when
+    none was given."""
     values: dict[str, Any] = {"class_word": CLASS_WORDS[fields.kind], "resolution": 512 if family == "sd15" else 1024}
-    values.update(_preset(fields.kind, family))
+    values.update(_preset(fields.kind, family, vram_gb))
     for name in ("rank", "steps", "learning_rate", "optimizer", "resolution", "batch_size", "checkpoint_every"):
         if getattr(fields, name) is not None:
             values[name] = getattr(fields, name)
@@ -143,12 +145,15 @@ def build_spec(fields: TrainingFields, entry: ModelEntry, family: str) -> Traini
     return TrainingSpec(**values)
 
 
-def _preset(kind: str, family: str) -> dict[str, Any]:
+def _preset(kind: str, family: str, vram_gb: float | None = None) -> dict[str, Any]:
     try:
         from pictale.training.presets import preset_defaults
-    except ImportError:  # the presets module arrives with the trainer; until then TrainingSpec's defaults
+    except ImportError:  # an installation without the trainer: TrainingSpec's defaults
         return {}
-    preset = preset_defaults(kind, family)
+    try:
+        preset = preset_defaults(kind, family, vram_gb)
+    except ValueError as exc:  # e.g. SDXL or FLUX.1 on a card below 12 GB
+        raise InvalidRequest(f"{exc}", param="base_model") from None
     return dataclasses.asdict(preset) if dataclasses.is_dataclass(preset) else dict(preset)
 
 
@@ -162,3 +167,15 @@ def spec_from_json(data: dict[str, Any]) -> TrainingSpec:
         if name in data:
             data[name] = tuple(data[name])
     return TrainingSpec(**data)
+
+
+def gpu_gb(service: Any) -> float | None:
+    """The GPU's memory in GB for the memory presets (what the engine's `/memory` says); None without CUDA or
+    before an engine exists (the CPU trains without memory presets)."""
+    if getattr(service, "_engine", None) is None:
+        return None
+    try:
+        total = service.engine.memory().get("system", {}).get("total")
+    except Exception:  # no CUDA, a stand-in engine: no memory preset
+        return None
+    return total / 2**30 if total else None

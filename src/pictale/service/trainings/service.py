@@ -37,6 +37,7 @@ from pictale.service.trainings.requests import (
     build_spec,
     check_fields,
     find_base,
+    gpu_gb,
     spec_to_json,
     trainable_family,
 )
@@ -95,7 +96,7 @@ class TrainingService:
         entry = find_base(self.service, fields.base_model)
         family = trainable_family(entry, fields.base_model or entry.title)
         self._check_free(owner, fields)
-        spec = build_spec(fields, entry, family)
+        spec = build_spec(fields, entry, family, gpu_gb(self.service))
         training_id = uuid.uuid4().hex
         workdir = self.workdirs / training_id
         sent = photos.collect(files, archive, face_avatars, registry=self.service.avatars, owner=owner)
