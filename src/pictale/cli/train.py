@@ -87,8 +87,7 @@ def train(
         console.print(f"training {training_id}")
         final = _follow(trainings, owner, training_id)
     except PictaleError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+        fail(exc.message, 1)  # one line, whatever the terminal's width
     except KeyboardInterrupt:
         console.print(f"stopped; go on with `pictale train --resume {training_id}` (or `pictale serve` resumes it)")
         raise typer.Exit(130) from None
@@ -100,8 +99,7 @@ def train(
         stores.close()
     if final["state"] != "done":
         error = (final.get("error") or {}).get("message") or ""
-        console.print(f"[red]error:[/red] the training {final['state']}: {error}")
-        raise typer.Exit(1)
+        fail(f"the training {final['state']}: {error}", 1)
     chosen = final.get("chosen") or {}
     console.print(f"chosen: step {chosen.get('step')} ({chosen.get('reason', '')})" if chosen else "chosen: last step")
     console.print(f"avatar {final['avatar']!r} registered: {final['prompt']}")

@@ -158,8 +158,13 @@ class Runner:
             self.trainer.load_state(latest)
             self.step = self.trainer.step
             self.checkpoints = [Checkpoint(step, path) for step, path in state.checkpoints(self.ctx.state_dir)]
-            self.samples = [self._sample_of(h) for h in self.history if h["step"] > 0]
+            self.samples = [self._sample_of(h) for h in self.history if 0 < h["step"] <= self.step]
+            self.history = [h for h in self.history if h["step"] <= self.step]
             log.info("training %s resumes at step %d", self.ctx.training_id, self.step)
+            if not any(h["step"] == self.step for h in self.history):
+                self._after_checkpoint(control)  # stopped (or killed) between saving it and sampling it
+            elif self._should_stop():
+                self._stopped_early = True  # stopped after the early stop was decided, before the export
         elif not any(h["step"] == 0 for h in self.history):
             self._sample(control, base=True)  # the base: what the LoRA must beat
         self._set_stage("training", control)
@@ -168,11 +173,15 @@ class Runner:
         path = state.write_checkpoint(self.trainer, self.ctx.state_dir, metadata=self._metadata())
         self.checkpoints.append(Checkpoint(self.trainer.step, path))
         control.changed()
+        self._after_checkpoint(control)
+
+    def _after_checkpoint(self, control) -> None:
+        """The saved checkpoint's samples and scores, pruning, and the early-stop decision."""
         self._sample(control)
         protect = (self._best()[0],) if self._scored() else ()
         state.prune_checkpoints(self.ctx.state_dir, keep=KEEP_CHECKPOINTS, protect=protect)
         self.checkpoints = [Checkpoint(step, path) for step, path in state.checkpoints(self.ctx.state_dir)]
-        if self.spec.early_stop and self._scored() and scoring.should_stop(self._named()):
+        if self._should_stop():
             self._stopped_early = True
             log.info("training %s stops early at step %d: likeness fell", self.ctx.training_id, self.trainer.step)
         self._set_stage("training", control)
@@ -248,6 +257,9 @@ class Runner:
                 self._face_refs = [r for r in refs if r is not None]
                 log.info("face likeness: a face in %d of %d photos", len(self._face_refs), len(refs))
         return bool(self._face_refs)
+
+    def _should_stop(self) -> bool:
+        return self.spec.early_stop and self._scored() and scoring.should_stop(self._named())
 
     def _scored(self) -> bool:
         return any(h["step"] > 0 and h.get("likeness") is not None for h in self.history)
