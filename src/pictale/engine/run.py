@@ -97,3 +97,16 @@ def step_callback(
         return {}
 
     return on_step_end
+
+
+def run_job(spec, run, seeds: list[int], subseeds: list[int], control: RunControl, init_images, masks) -> EngineResult:
+    """The batch loop of a family whose job object `run` (SD3, FLUX.1) makes each batch (`run.batch`) and collects
+    the infotext notes (`run.notes`)."""
+
+    def one(sl: slice, batch_no: int) -> tuple[list[Image.Image], bool]:
+        inits = init_images[sl] if init_images else None
+        return run.batch(sl, seeds[sl], subseeds[sl], batch_no, inits, masks[sl] if masks else None)
+
+    result = run_batches(spec.n_iter, spec.batch_size, seeds, subseeds, control, one)
+    result.infotext = dict(run.notes)
+    return result

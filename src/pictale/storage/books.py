@@ -6,16 +6,13 @@ the document says which pages have their prompts, candidates, scores and chosen 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, String, Text, select
+from sqlalchemy import JSON, BigInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pictale.storage.db import Database
+from pictale.storage.documents import DocumentStore
 from pictale.storage.tables import Base
-
-ACTIVE_STATES = ("queued", "running")
 
 
 class BookRow(Base):
@@ -34,67 +31,11 @@ class BookRow(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
 
-class BookStore:
+class BookStore(DocumentStore):
     """Create, read and save books; each save is one transaction (a crash keeps the last saved state)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def create(self, book_id: str, owner: str, title: str, request: dict, document: dict) -> dict:
-        now = int(time.time())
-        row = BookRow(
-            id=book_id,
-            owner_id=owner,
-            title=title,
-            state="queued",
-            request=request,
-            document=document,
-            created_at=now,
-            updated_at=now,
-        )
-        with self.db.session() as s:
-            s.add(row)
-        return _as_dict(row)
-
-    def get(self, book_id: str, owner: str | None = None) -> dict | None:
-        """The book, or None when it does not exist or belongs to another owner."""
-        with self.db.session() as s:
-            row = s.get(BookRow, book_id)
-            if row is None or (owner is not None and row.owner_id != owner):
-                return None
-            return _as_dict(row)
-
-    def list(self, owner: str) -> list[dict]:
-        with self.db.session() as s:
-            rows = s.scalars(select(BookRow).where(BookRow.owner_id == owner).order_by(BookRow.created_at))
-            return [_as_dict(r) for r in rows]
-
-    def active(self) -> list[dict]:
-        """Books a stopped server left unfinished: they resume at start-up."""
-        with self.db.session() as s:
-            rows = s.scalars(select(BookRow).where(BookRow.state.in_(ACTIVE_STATES)).order_by(BookRow.created_at))
-            return [_as_dict(r) for r in rows]
-
-    def save(self, book_id: str, *, document: dict | None = None, state: str | None = None, **fields: Any) -> None:
-        with self.db.session() as s:
-            row = s.get(BookRow, book_id)
-            if row is None:
-                return
-            if document is not None:
-                row.document = document
-            if state is not None:
-                row.state = state
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.updated_at = int(time.time())
-
-    def delete(self, book_id: str) -> bool:
-        with self.db.session() as s:
-            row = s.get(BookRow, book_id)
-            if row is None:
-                return False
-            s.delete(row)
-            return True
+    row_cls = BookRow
+    label = "title"
 
     def digests(self) -> set[str]:
         """Every image digest any book refers to (for blob garbage collection)."""
@@ -106,21 +47,3 @@ class BookStore:
                 if isinstance(ref, dict) and ref.get("source") == "page":  # a character reference, kept with it
                     out.add(ref["digest"])
         return out
-
-    def _all(self) -> list[dict]:
-        with self.db.session() as s:
-            return [_as_dict(r) for r in s.scalars(select(BookRow))]
-
-
-def _as_dict(row: BookRow) -> dict:
-    return {
-        "id": row.id,
-        "owner": row.owner_id,
-        "title": row.title,
-        "state": row.state,
-        "request": row.request,
-        "document": row.document,
-        "error": row.error,
-        "created": row.created_at,
-        "updated": row.updated_at,
-    }

@@ -105,26 +105,26 @@ def check_avatars(refs: Iterable[AvatarRef], family: str | None, *, param: str |
         message = unsupported_avatar_message(ref, family)
         if message is not None:
             raise UnsupportedFeature(message, param=param)
-    if family == "flux":
-        ip = [ref for ref in applied(refs) if ref.kind in IP_KINDS]
-        if len(ip) > FLUX_MAX_IP_AVATARS:
-            tokens = ", ".join(avatar_token(ref) for ref in ip)
-            raise UnsupportedFeature(
-                f"FLUX.1 models take one face or style avatar per job (the XLabs Flux IP-Adapter is applied once, "
-                f"with one scale, to one avatar's images); this prompt has {len(ip)}: {tokens}. Keep one of them "
-                "(a face avatar may hold several photos), or use an SD 1.5/SDXL model",
-                param=param,
-            )
-    if family == "sd3":
-        ip = [ref for ref in applied(refs) if ref.kind in IP_KINDS]
-        if len(ip) > SD3_MAX_IP_AVATARS:
-            tokens = ", ".join(avatar_token(ref) for ref in ip)
-            raise UnsupportedFeature(
-                f"{family_label(family)} models take one face or style avatar per job (diffusers' SD3 IP-Adapter "
-                f"has a single image slot); this prompt has {len(ip)}: {tokens}. "
-                "Keep one of them, or use an SD 1.5/SDXL model",
-                param=param,
-            )
+    limit = _IP_LIMITS.get(family or "")
+    ip = [ref for ref in applied(refs) if ref.kind in IP_KINDS]
+    if limit is not None and len(ip) > limit[0]:
+        tokens = ", ".join(avatar_token(ref) for ref in ip)
+        raise UnsupportedFeature(
+            f"{family_label(family)} models take one face or style avatar per job ({limit[1]}); this prompt has "
+            f"{len(ip)}: {tokens}. Keep one of them{limit[2]}, or use an SD 1.5/SDXL model",
+            param=param,
+        )
+
+
+_IP_LIMITS = {
+    "sd3": (SD3_MAX_IP_AVATARS, "diffusers' SD3 IP-Adapter has a single image slot", ""),
+    "flux": (
+        FLUX_MAX_IP_AVATARS,
+        "the XLabs Flux IP-Adapter is applied once, with one scale, to one avatar's images",
+        " (a face avatar may hold several photos)",
+    ),
+}
+"""Face/style tokens per job where the family's IP-Adapter takes fewer than the UNet's: (limit, why, hint)."""
 
 
 def missing_sd3_ip_adapter(root: Path | None, ref: AvatarRef) -> str | None:

@@ -40,7 +40,7 @@ from pictale.engine.families.sd3.generate import _generators, _img2img_steps, pl
 from pictale.engine.families.support import check_avatars
 from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
 from pictale.engine.previews import watch_x0
-from pictale.engine.run import EngineResult, RunControl, run_batches, step_callback
+from pictale.engine.run import EngineResult, RunControl, run_job, step_callback
 from pictale.engine.runtime import slerp
 from pictale.prompt.attention import strip_attention
 
@@ -127,14 +127,7 @@ def generate(
     check_avatars(spec.avatars, "flux")
     engine._job = engine._adapters.apply(engine._pipe, "flux", spec.avatars)
     run = _Run(engine, spec, control, plain_prompts(prompts), plain_prompts(negatives))
-
-    def one(sl: slice, batch_no: int) -> tuple[list[Image.Image], bool]:
-        inits = init_images[sl] if init_images else None
-        return run.batch(sl, seeds[sl], subseeds[sl], batch_no, inits, masks[sl] if masks else None)
-
-    result = run_batches(spec.n_iter, spec.batch_size, seeds, subseeds, control, one)
-    result.infotext = dict(run.notes)
-    return result
+    return run_job(spec, run, seeds, subseeds, control, init_images, masks)
 
 
 class _Run:
