@@ -33,7 +33,7 @@ from pictale.engine.families.flux.files import FluxOptions
 from pictale.engine.families.flux.variant import pipeline_variant
 from pictale.engine.families.sd3 import generate as t5_family
 from pictale.engine.families.support import T5_FAMILIES
-from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
+from pictale.engine.hires import decode_latents, upscale_first_pass
 from pictale.engine.previews import watch_x0
 from pictale.engine.run import EngineResult, RunControl, run_batches, step_callback
 from pictale.engine.runtime import (
@@ -304,10 +304,7 @@ class Engine:
             hires.scheduler or spec.scheduler,
             seed=seeds[0],
         )
-        if hires.upscaler in LATENT_MODES:
-            image = upscale_latents(latents, width, height, hires.upscaler, self._pipe.vae_scale_factor)
-        else:
-            image = resize_images(decode_latents(self._pipe, latents), width, height, hires.upscaler)
+        image = upscale_first_pass(self._pipe, latents, width, height, hires.upscaler)
         if hires.prompt or hires.negative_prompt:
             embeds = self._encode(
                 [hires.prompt or p for p in prompts],

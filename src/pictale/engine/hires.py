@@ -45,6 +45,24 @@ def decode_latents(pipe, latents: torch.Tensor) -> list[Image.Image]:
     return pipe.image_processor.postprocess(image, output_type="pil")
 
 
+def upscale_first_pass(pipe, latents: torch.Tensor, width: int, height: int, upscaler: str):
+    """The hires fix's first pass at the target size: upscaled latents for the latent modes, else decoded and
+    resized images (the transformer families' second pass takes either as its `image`)."""
+    if upscaler in LATENT_MODES:
+        return upscale_latents(latents, width, height, upscaler, pipe.vae_scale_factor)
+    return resize_images(decode_latents(pipe, latents), width, height, upscaler)
+
+
+def second_pass_texts(hires, prompts: list[str], negatives: list[str]) -> tuple[list[str], list[str]]:
+    """The hires pass's own prompt and negative (attention syntax stripped, as T5 reads them) where it has them."""
+    from pictale.prompt.attention import strip_attention
+
+    if hires.prompt or hires.negative_prompt:
+        prompts = [strip_attention(hires.prompt) or p for p in prompts]
+        negatives = [strip_attention(hires.negative_prompt) or n for n in negatives]
+    return prompts, negatives
+
+
 def resize_images(images: list[Image.Image], width: int, height: int, upscaler: str) -> list[Image.Image]:
     """Pixel-space upscalers pictale has: Lanczos (also for "None", as A1111 resizes then) and Nearest."""
     method = Image.Resampling.NEAREST if upscaler == "Nearest" else Image.Resampling.LANCZOS

@@ -38,7 +38,7 @@ from pictale.engine.families.flow_samplers import FLUX_PIPELINE_ARGS, make_flow_
 from pictale.engine.families.flux.variant import pipeline_variant
 from pictale.engine.families.sd3.generate import _generators, _img2img_steps, plain_prompts, t5_budget
 from pictale.engine.families.support import check_avatars
-from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
+from pictale.engine.hires import decode_latents, second_pass_texts, upscale_first_pass
 from pictale.engine.previews import watch_x0
 from pictale.engine.run import EngineResult, RunControl, run_job, step_callback
 from pictale.engine.runtime import slerp
@@ -269,16 +269,11 @@ class _Run:
         width, height = width // 16 * 16, height // 16 * 16
         i2i = pipeline(engine, "img2img")
         i2i.scheduler, _ = self._scheduler(hires.sampler or spec.sampler, Mode.IMG2IMG)
-        if hires.upscaler in LATENT_MODES:
-            image = upscale_latents(latents, width, height, hires.upscaler, engine._pipe.vae_scale_factor)
-        else:
-            image = resize_images(decode_latents(engine._pipe, latents), width, height, hires.upscaler)
+        image = upscale_first_pass(engine._pipe, latents, width, height, hires.upscaler)
         strength = hires.denoising_strength
         if strength <= 0:
             return (image if isinstance(image, list) else decode_latents(engine._pipe, image)), False
-        if hires.prompt or hires.negative_prompt:
-            prompts = [strip_attention(hires.prompt) or p for p in prompts]
-            negatives = [strip_attention(hires.negative_prompt) or n for n in negatives]
+        prompts, negatives = second_pass_texts(hires, prompts, negatives)
         steps, total = _img2img_steps(hires.second_pass_steps or spec.steps, strength)
         stopped = {"early": False}
         x0 = watch_x0(i2i.scheduler) if self.control.on_latents is not None else None

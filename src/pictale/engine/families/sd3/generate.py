@@ -31,7 +31,7 @@ from PIL import Image
 from pictale.core.types import GenerationSpec, Mode
 from pictale.engine.families.flow_samplers import make_flow_scheduler, requested_name
 from pictale.engine.families.support import check_avatars
-from pictale.engine.hires import LATENT_MODES, decode_latents, resize_images, upscale_latents
+from pictale.engine.hires import decode_latents, second_pass_texts, upscale_first_pass
 from pictale.engine.previews import watch_x0
 from pictale.engine.run import EngineResult, RunControl, run_job, step_callback
 from pictale.engine.runtime import img2img_steps, variation_latents
@@ -193,16 +193,11 @@ class _Run:
         width, height = hires.target_size(spec.width, spec.height)
         i2i = engine._pipeline(Mode.IMG2IMG)
         i2i.scheduler, _ = self.scheduler_for(hires.sampler or spec.sampler, Mode.IMG2IMG)
-        if hires.upscaler in LATENT_MODES:
-            image = upscale_latents(latents, width, height, hires.upscaler, engine._pipe.vae_scale_factor)
-        else:
-            image = resize_images(decode_latents(engine._pipe, latents), width, height, hires.upscaler)
+        image = upscale_first_pass(engine._pipe, latents, width, height, hires.upscaler)
         strength = hires.denoising_strength
         if strength <= 0:
             return (image if isinstance(image, list) else decode_latents(engine._pipe, image)), False
-        if hires.prompt or hires.negative_prompt:
-            prompts = [strip_attention(hires.prompt) or p for p in prompts]
-            negatives = [strip_attention(hires.negative_prompt) or n for n in negatives]
+        prompts, negatives = second_pass_texts(hires, prompts, negatives)
         steps, total = _img2img_steps(hires.second_pass_steps or spec.steps, strength)
         stopped = {"early": False}
         x0 = watch_x0(i2i.scheduler) if self.control.on_latents is not None else None
