@@ -23,10 +23,12 @@ from pictale.api.native import avatars as native_avatars
 from pictale.api.native import characters as native_characters
 from pictale.api.native import jobs as native_jobs
 from pictale.api.native import keys as native_keys
+from pictale.api.native import server as native_server
 from pictale.api.native import story as native_story
 from pictale.api.native import trainings as native_trainings
 from pictale.api.native import webhooks as native_webhooks
 from pictale.api.openai import routes as openai_routes
+from pictale.api.web import install_web
 from pictale.core.config import Settings
 from pictale.service.files import FileStore
 from pictale.service.generation import GenerationService
@@ -122,4 +124,6 @@ def create_app(
     app.include_router(native_webhooks.router)
     app.include_router(files_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(native_server.router)
+    install_web(app)
     return app
