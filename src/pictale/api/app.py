@@ -25,6 +25,7 @@ from pictale.api.native import jobs as native_jobs
 from pictale.api.native import keys as native_keys
 from pictale.api.native import server as native_server
 from pictale.api.native import story as native_story
+from pictale.api.native import sweeps as native_sweeps
 from pictale.api.native import trainings as native_trainings
 from pictale.api.native import webhooks as native_webhooks
 from pictale.api.openai import routes as openai_routes
@@ -35,6 +36,7 @@ from pictale.service.generation import GenerationService
 from pictale.service.stores import open_stores
 from pictale.service.trainings import RunnerFactory, make_training_service
 from pictale.story.setup import LLMHolder, collect_book_images, make_book_runner
+from pictale.story.sweep import SweepRunner
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ def create_app(
     llm = LLMHolder(settings)
     books = make_book_runner(svc, stores.db, llm)
     trainings = make_training_service(svc, stores.db, training_runner)
+    files = FileStore(settings.files_path, settings.file_ttl_minutes * 60)
+    sweeps = SweepRunner(svc, books.scorer, files)  # the books' CLIP scorer: loaded once for both
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -83,6 +87,7 @@ def create_app(
             yield
         finally:
             await run_in_threadpool(books.stop)  # first: book runs stop and stay resumable
+            await run_in_threadpool(sweeps.stop)  # sweeps end cancelled
             await run_in_threadpool(trainings.stop)  # trainings too, between two steps
             await run_in_threadpool(svc.stop)
             stores.close()
@@ -99,7 +104,8 @@ def create_app(
     app.state.books = books
     app.state.trainings = trainings
     app.state.llm = llm
-    app.state.files = FileStore(settings.files_path, settings.file_ttl_minutes * 60)
+    app.state.sweeps = sweeps
+    app.state.files = files
     app.state.auth = Authenticator(settings.auth_pairs(), keys)
     if settings.cors_allow_origins or settings.cors_allow_origins_regex:
         app.add_middleware(
@@ -120,6 +126,7 @@ def create_app(
     app.include_router(native_keys.router)
     app.include_router(native_jobs.router)
     app.include_router(native_story.router)
+    app.include_router(native_sweeps.router)
     app.include_router(native_trainings.router)
     app.include_router(native_webhooks.router)
     app.include_router(files_routes.router)

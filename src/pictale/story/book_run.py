@@ -356,10 +356,10 @@ class BookRun:
     def _choose(self, page: dict) -> None:
         cands = page["candidates"]
         if all(c.get("scores") for c in cands):
-            chosen = ranking.best([ranking.Scores(**c["scores"]) for c in cands])
+            chosen, by = ranking.best([ranking.Scores(**c["scores"]) for c in cands]), "score"
         else:
-            chosen = 0  # no scorer: the first candidate (the page's own seed)
-        page["chosen"] = chosen
+            chosen, by = 0, "first"  # no scorer: the first candidate (the page's own seed)
+        page["chosen"], page["chosen_by"] = chosen, by
         page.pop("seed_base", None)
         self._save()
         self.job.events.emit(

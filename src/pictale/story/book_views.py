@@ -61,6 +61,7 @@ def _page_view(page: dict, root: str) -> dict[str, Any]:
         if chosen is not None
         else ("generating" if cands else "planned" if page.get("prompt") else "new"),
         "chosen": chosen,
+        "chosen_by": _chosen_by(page) if chosen is not None else None,
         "image": f"{root}/pages/{number}/image" if chosen is not None else None,
         "seed": cands[chosen]["seed"] if chosen is not None else None,
         "scores": cands[chosen].get("scores") if chosen is not None else None,
@@ -75,3 +76,11 @@ def _page_view(page: dict, root: str) -> dict[str, Any]:
             for c in cands
         ],
     }
+
+
+def _chosen_by(page: dict) -> str:
+    """How the page's image was chosen: "user" (POST .../choose), "score" (the best total) or "first" (no
+    scores). Books saved before pages recorded it were chosen by score when they had scores."""
+    if page.get("chosen_by"):
+        return page["chosen_by"]
+    return "score" if all(c.get("scores") for c in page.get("candidates", [])) else "first"

@@ -94,9 +94,35 @@ class BookRunner:
             page["prompt"], page["plan_source"] = prompt, "edited"
         page["seed_base"] = seed if seed is not None and seed >= 0 else new_seed()
         page["candidates"], page["chosen"] = [], None
+        page.pop("chosen_by", None)  # the new candidates are chosen by score again
         page.pop("reference", None)  # found again: an earlier page may have a new image
         self.store.save(book_id, document=book["document"], state="queued", error=None)
         self._start(book_id)
+        return self.get(owner, book_id, base_url)
+
+    def choose(self, owner: str, book_id: str, number: int, candidate: int, base_url: str = "") -> dict:
+        """Show candidate `candidate` of a finished page instead of the best-scored one (saved; a later
+        regenerate of the page chooses by score again)."""
+        book = self._own(owner, book_id)
+        self._idle(book)  # a run saves the whole document: a choice made meanwhile would be lost
+        pages = book["document"].get("pages", [])
+        if not 1 <= number <= len(pages):
+            raise BookNotFound(f"page {number} does not exist: the book has {len(pages)} pages", param="page")
+        page = pages[number - 1]
+        cands = page.get("candidates", [])
+        if page.get("chosen") is None:
+            raise BookBusy(
+                f"page {number} is not finished yet ({len(cands)} candidates, none chosen): "
+                "wait for the book, or resume it",
+                param="page",
+            )
+        if not 0 <= candidate < len(cands):
+            raise InvalidRequest(
+                f"candidate {candidate} does not exist: page {number} has candidates 0 to {len(cands) - 1}",
+                param="candidate",
+            )
+        page["chosen"], page["chosen_by"] = candidate, "user"
+        self.store.save(book_id, document=book["document"])
         return self.get(owner, book_id, base_url)
 
     def check_prompt(self, owner: str, request: dict[str, Any], prompt: str) -> None:

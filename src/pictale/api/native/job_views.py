@@ -66,6 +66,9 @@ def result_json(job: Job, files: FileStore, base_url: str) -> dict[str, Any] | N
     if not job.future.done() or job.future.exception() is not None:
         return None
     result = job.future.result()
+    view = getattr(result, "job_view", None)
+    if callable(view):  # work whose result shows itself, with links for this reader (an avatar sweep)
+        return view(files, base_url)
     if isinstance(result, dict):  # work with its own result object (a book's view)
         return result
     if not isinstance(result, GenerationResult):

@@ -31,8 +31,9 @@ from pictale.service.profiles import profile_of_request
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Caller = Annotated[Principal, Depends(require_auth)]
 
-JOB_KINDS = ("generate", "book", "training")
-"""What the job API shows: generations, books and trainings (their jobs have the book's or training's id)."""
+JOB_KINDS = ("generate", "book", "training", "sweep")
+"""What the job API shows: generations, books, trainings (their jobs have the book's or training's id) and
+avatar weight sweeps."""
 CANCEL_WAIT = 3.0
 """DELETE waits this long for a running job to stop before answering 202 (still stopping)."""
 FOLLOW_POLL = 0.25

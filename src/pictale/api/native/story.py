@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from pictale.api.auth import require_auth
 from pictale.api.deps import service, wait_for_job
-from pictale.api.native.story_schemas import BookRequest, ImagineRequest, RegenerateRequest
+from pictale.api.native.story_schemas import BookRequest, ChooseRequest, ImagineRequest, RegenerateRequest
 from pictale.core.errors import InvalidRequest
 from pictale.core.types import Principal
 from pictale.service.profiles import profile_of_request
@@ -118,6 +118,14 @@ async def regenerate_page(
         number,
     )
     return JSONResponse(book, status_code=202)
+
+
+@router.post("/books/{book_id}/pages/{number}/choose")
+async def choose_candidate(
+    request: Request, caller: Caller, book_id: str, number: int, body: ChooseRequest
+) -> dict[str, Any]:
+    """Show another of the page's candidates (`{"candidate": INDEX}`); the page says `chosen_by: "user"`."""
+    return await run_in_threadpool(_books(request).choose, caller.id, book_id, number, body.candidate, _base(request))
 
 
 @router.post("/books/{book_id}/resume", status_code=202)

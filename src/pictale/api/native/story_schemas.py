@@ -165,3 +165,8 @@ class RegenerateRequest(_Strict):
     """The page's new base seed (-1 or none: a random one)."""
     prompt: str | None = Field(None, max_length=10000)
     """An edited prompt for the page (may use <be-char:...> and avatar tokens)."""
+
+
+class ChooseRequest(_Strict):
+    candidate: int
+    """The index of the page's candidate to show (checked against the page's candidates: 422 naming the range)."""
