@@ -21,6 +21,7 @@ from pictale.api.docs import install_docs
 from pictale.api.errors import install_error_handlers
 from pictale.api.native import avatars as native_avatars
 from pictale.api.native import characters as native_characters
+from pictale.api.native import gallery as native_gallery
 from pictale.api.native import jobs as native_jobs
 from pictale.api.native import keys as native_keys
 from pictale.api.native import story as native_story
@@ -29,9 +30,11 @@ from pictale.api.native import webhooks as native_webhooks
 from pictale.api.openai import routes as openai_routes
 from pictale.core.config import Settings
 from pictale.service.files import FileStore
+from pictale.service.gallery import GalleryRecorder
 from pictale.service.generation import GenerationService
 from pictale.service.stores import open_stores
 from pictale.service.trainings import RunnerFactory, make_training_service
+from pictale.storage.gallery import GalleryStore
 from pictale.story.setup import LLMHolder, collect_book_images, make_book_runner
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,9 @@ def create_app(
     llm = LLMHolder(settings)
     books = make_book_runner(svc, stores.db, llm)
     trainings = make_training_service(svc, stores.db, training_runner)
+    gallery = GalleryRecorder(GalleryStore(stores.db, settings.gallery_path), settings)
+    if settings.gallery:
+        gallery.attach(svc.queue)  # every generation of a key is kept in its gallery (not book candidates)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -65,6 +71,9 @@ def create_app(
         if removed:
             log.info("removed %d unreferenced avatar blobs", len(removed))
         await run_in_threadpool(app.state.files.purge)
+        removed = await run_in_threadpool(gallery.purge)  # before any job: nothing is being written
+        if removed:
+            log.info("removed %d gallery images past their retention", removed)
         entry = await run_in_threadpool(svc.start)
         if log_notes:  # `pictale serve` shows the notes in its banner: once, not twice
             for note in svc.startup_notes:
@@ -83,6 +92,7 @@ def create_app(
             await run_in_threadpool(books.stop)  # first: book runs stop and stay resumable
             await run_in_threadpool(trainings.stop)  # trainings too, between two steps
             await run_in_threadpool(svc.stop)
+            await run_in_threadpool(gallery.close)  # the images of the last jobs are written before the db goes
             stores.close()
 
     # FastAPI's own /docs and /redoc load their assets from CDNs; install_docs serves them from pictale
@@ -96,6 +106,7 @@ def create_app(
     app.state.characters = stores.characters
     app.state.books = books
     app.state.trainings = trainings
+    app.state.gallery = gallery
     app.state.llm = llm
     app.state.files = FileStore(settings.files_path, settings.file_ttl_minutes * 60)
     app.state.auth = Authenticator(settings.auth_pairs(), keys)
@@ -115,6 +126,7 @@ def create_app(
     app.include_router(a1111_info.router)
     app.include_router(native_avatars.router)
     app.include_router(native_characters.router)
+    app.include_router(native_gallery.router)
     app.include_router(native_keys.router)
     app.include_router(native_jobs.router)
     app.include_router(native_story.router)
