@@ -8,6 +8,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 import pictale.storage.books  # the tables of these modules join Base.metadata on import
+import pictale.storage.gallery
 import pictale.storage.trainings
 import pictale.storage.webhooks  # noqa: F401
 from pictale.storage.db import Database, alembic_config

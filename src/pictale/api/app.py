@@ -21,6 +21,7 @@ from pictale.api.docs import install_docs
 from pictale.api.errors import install_error_handlers
 from pictale.api.native import avatars as native_avatars
 from pictale.api.native import characters as native_characters
+from pictale.api.native import gallery as native_gallery
 from pictale.api.native import jobs as native_jobs
 from pictale.api.native import keys as native_keys
 from pictale.api.native import server as native_server
@@ -32,9 +33,11 @@ from pictale.api.openai import routes as openai_routes
 from pictale.api.web import install_web
 from pictale.core.config import Settings
 from pictale.service.files import FileStore
+from pictale.service.gallery import GalleryRecorder
 from pictale.service.generation import GenerationService
 from pictale.service.stores import open_stores
 from pictale.service.trainings import RunnerFactory, make_training_service
+from pictale.storage.gallery import GalleryStore
 from pictale.story.setup import LLMHolder, collect_book_images, make_book_runner
 from pictale.story.sweep import SweepRunner
 
@@ -64,6 +67,9 @@ def create_app(
     trainings = make_training_service(svc, stores.db, training_runner)
     files = FileStore(settings.files_path, settings.file_ttl_minutes * 60)
     sweeps = SweepRunner(svc, books.scorer, files)  # the books' CLIP scorer: loaded once for both
+    gallery = GalleryRecorder(GalleryStore(stores.db, settings.gallery_path), settings)
+    if settings.gallery:
+        gallery.attach(svc.queue)  # every generation of a key is kept in its gallery (not book candidates)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -71,6 +77,9 @@ def create_app(
         if removed:
             log.info("removed %d unreferenced avatar blobs", len(removed))
         await run_in_threadpool(app.state.files.purge)
+        removed = await run_in_threadpool(gallery.purge)  # before any job: nothing is being written
+        if removed:
+            log.info("removed %d gallery images past their retention", removed)
         entry = await run_in_threadpool(svc.start)
         if log_notes:  # `pictale serve` shows the notes in its banner: once, not twice
             for note in svc.startup_notes:
@@ -90,6 +99,7 @@ def create_app(
             await run_in_threadpool(sweeps.stop)  # sweeps end cancelled
             await run_in_threadpool(trainings.stop)  # trainings too, between two steps
             await run_in_threadpool(svc.stop)
+            await run_in_threadpool(gallery.close)  # the images of the last jobs are written before the db goes
             stores.close()
 
     # FastAPI's own /docs and /redoc load their assets from CDNs; install_docs serves them from pictale
@@ -103,6 +113,7 @@ def create_app(
     app.state.characters = stores.characters
     app.state.books = books
     app.state.trainings = trainings
+    app.state.gallery = gallery
     app.state.llm = llm
     app.state.sweeps = sweeps
     app.state.files = files
@@ -123,6 +134,7 @@ def create_app(
     app.include_router(a1111_info.router)
     app.include_router(native_avatars.router)
     app.include_router(native_characters.router)
+    app.include_router(native_gallery.router)
     app.include_router(native_keys.router)
     app.include_router(native_jobs.router)
     app.include_router(native_story.router)

@@ -102,6 +102,15 @@ def serve(
     flux_memory: Annotated[
         str | None, typer.Option(help="Flux memory mode: auto, full, offload, fp8, sequential.")
     ] = None,
+    gallery: Annotated[
+        bool | None, typer.Option("--gallery/--no-gallery", help="Keep each key's generated images (/v1/gallery).")
+    ] = None,
+    gallery_days: Annotated[
+        float | None, typer.Option(help="Delete gallery images older than this many days (30; 0: keep).")
+    ] = None,
+    gallery_max_images: Annotated[
+        int | None, typer.Option(help="Most gallery images kept per key, oldest go first (10000; 0: no limit).")
+    ] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
@@ -137,6 +146,9 @@ def serve(
         flux_clip_file=flux_clip_file,
         flux_vae_file=flux_vae_file,
         flux_memory=flux_memory,
+        gallery=gallery,
+        gallery_days=gallery_days,
+        gallery_max_images=gallery_max_images,
         # `pictale --log-level X serve` (or PICTALE_LOG_LEVEL) when serve's own flag is not given
         log_level=log_level or ctx.find_root().params.get("log_level"),
     )

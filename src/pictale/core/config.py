@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     log_level: str = "info"
     """debug, info, warning or error: pictale's own log lines; debug adds the libraries' logs and progress bars."""
 
+    # -- gallery -----------------------------------------------------------------------------------
+    gallery: bool = True
+    """Keep every image a key generates (A1111, OpenAI, /v1/jobs, imagine; not book candidates) in
+    DATA_DIR/gallery, browsable by that key at /v1/gallery."""
+    gallery_days: float = 30
+    """Gallery images older than this many days are deleted (0: kept forever)."""
+    gallery_max_images: int = 10000
+    """Most gallery images kept per key; the oldest go first (0: no limit)."""
+
     # -- T5 family (SD3) ---------------------------------------------------------------------------
     t5_max_tokens: int = 256
     """T5 prompt limit of SD3-family models: 256 by default, up to 512 (longer prompts are cut there)."""
@@ -109,6 +118,13 @@ class Settings(BaseSettings):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("gallery_days", "gallery_max_images")
+    @classmethod
+    def _not_negative(cls, v: float) -> float:
+        if not v >= 0:  # NaN too
+            raise ValueError("must be 0 (no limit) or more")
         return v
 
     @field_validator("port")
@@ -190,6 +206,10 @@ class Settings(BaseSettings):
     @property
     def files_path(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def gallery_path(self) -> Path:
+        return self.data_dir / "gallery"
 
     @property
     def db_url(self) -> str:

@@ -219,3 +219,10 @@ class TrainingBusy(PictaleError):
 
     status = 409
     code = "training_busy"
+
+
+class GalleryImageNotFound(PictaleError):
+    """No gallery image with this id for the caller (other keys' images are not found either)."""
+
+    status = 404
+    code = "image_not_found"

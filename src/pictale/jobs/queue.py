@@ -238,6 +238,8 @@ class JobQueue:
         self._thread: threading.Thread | None = None
         self._counter = itertools.count()
         self._jobs: dict[str, Job] = {}
+        self.on_submit: list[Callable[[Job], None]] = []
+        """Called with each job once it is queued (e.g. to watch its future); an observer's error is logged."""
 
     # -- producer side ---------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
@@ -253,6 +255,11 @@ class JobQueue:
             self._waiting.append(job)
             job.events.emit("queued", position=len(self._waiting))
             self._cond.notify_all()
+        for observer in self.on_submit:
+            try:
+                observer(job)
+            except Exception:  # an observer never fails a job that is already queued
+                log.exception("on_submit observer failed for job %s", job.id)
         return job
 
     def track(self, job: Job) -> Job:
