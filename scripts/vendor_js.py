@@ -1,4 +1,5 @@
-"""Vendor the web UI's npm packages (pinned in scripts/vendor.json) into src/pictale/web/static/vendor.
+"""Vendor the web UI's npm packages (pinned in scripts/vendor.json) into src/pictale/web/static/vendor (and
+axe-core, which only the browser tests use, into tests/browser/vendor: a package's own `dest`).
 
     python scripts/vendor_js.py          # developers, when bumping a version (needs npm and the registry)
     python scripts/vendor_js.py --check  # CI: re-hash the committed files against vendor.lock.json, offline
@@ -27,12 +28,27 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def vendor(manifest: dict) -> dict:
-    dest = ROOT / manifest["dest"]
+def _dests(manifest: dict) -> dict[Path, list[dict]]:
+    """Packages by the folder they go to (each folder has its own lock file)."""
+    out: dict[Path, list[dict]] = {}
+    for pkg in manifest["packages"]:
+        out.setdefault(ROOT / pkg.get("dest", manifest["dest"]), []).append(pkg)
+    return out
+
+
+def vendor(manifest: dict) -> list[str]:
+    done = []
+    for dest, packages in _dests(manifest).items():
+        _vendor(dest, packages)
+        done += [pkg["spec"] for pkg in packages]
+    return done
+
+
+def _vendor(dest: Path, packages: list[dict]) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     lock: dict = {"packages": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for pkg in manifest["packages"]:
+        for pkg in packages:
             spec, pinned = pkg["spec"], pkg["integrity"]
             out = subprocess.run(
                 ["npm", "pack", spec, "--json", "--pack-destination", tmp], check=True, capture_output=True, text=True
@@ -51,15 +67,20 @@ def vendor(manifest: dict) -> dict:
                     files[name] = _sha256(content)
             lock["packages"][spec] = {"integrity": pinned, "license": meta.get("license"), "files": files}
     (dest / LOCK).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
-    return lock
 
 
 def check(manifest: dict) -> list[str]:
     """Problems with the committed files (empty when every file matches the lock and the manifest)."""
-    dest = ROOT / manifest["dest"]
-    lock = json.loads((dest / LOCK).read_text())["packages"]
     problems = []
-    for pkg in manifest["packages"]:
+    for dest, packages in _dests(manifest).items():
+        problems += _check(dest, packages)
+    return problems
+
+
+def _check(dest: Path, packages: list[dict]) -> list[str]:
+    lock = json.loads((dest / LOCK).read_text())["packages"] if (dest / LOCK).is_file() else {}
+    problems = []
+    for pkg in packages:
         entry = lock.get(pkg["spec"])
         if entry is None or entry["integrity"] != pkg["integrity"]:
             problems.append(f"{pkg['spec']}: not in {LOCK} with the pinned integrity; run scripts/vendor_js.py")
@@ -77,8 +98,7 @@ def main() -> None:
         problems = check(manifest)
         print("\n".join(problems) or "vendored files match vendor.lock.json")
         sys.exit(1 if problems else 0)
-    lock = vendor(manifest)
-    print(f"vendored {', '.join(lock['packages'])} into {manifest['dest']}")
+    print(f"vendored {', '.join(vendor(manifest))}")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ def test_cancel_stops_a_running_job(ui, server):
     page.get_by_label("Steps").fill("3000")
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#job-status")).to_have_text(re.compile(r"running [1-9]\d*/3000"), timeout=60_000)
+    # the live preview of the job's step events is drawn while it runs
+    expect(page.get_by_role("img", name="Live preview")).to_be_visible()
     shots("running")
     page.keyboard.press("Escape")  # Esc cancels the running job
     expect(page.locator("#job-status")).to_have_text("cancelled", timeout=30_000)

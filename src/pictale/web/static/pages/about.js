@@ -20,7 +20,11 @@ export default function About({ server }) {
           ([spec, p]) => html`<tr>
             <td>${spec}</td>
             <td>${p.license}</td>
-            <td>${Object.keys(p.files).map((f) => html`<a href=${`static/vendor/${f}`}>${f}</a> `)}</td>
+            <td>
+              <ul class="files">
+                ${Object.keys(p.files).map((f) => html`<li><a href=${`static/vendor/${f}`}>${f}</a></li>`)}
+              </ul>
+            </td>
           </tr>`,
         )}
       </tbody>
