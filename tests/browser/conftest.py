@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -61,8 +62,12 @@ def server(tmp_path_factory):
 class Shots:
     """`shots("step")` saves a full-page screenshot named after the test; the last one is taken at teardown."""
 
+    opened: ClassVar[dict[str, int]] = {}
+
     def __init__(self, page, name: str) -> None:
-        self.page, self.name, self.n = page, name, 0
+        # a second browser in the same test gets its own names: "-b", "-c", ...
+        n = Shots.opened[name] = Shots.opened.get(name, 0) + 1
+        self.page, self.name, self.n = page, name if n == 1 else f"{name}-{chr(ord('a') + n - 1)}", 0
         SHOTS.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, label: str) -> Path:

@@ -155,7 +155,7 @@ def test_use_these_parameters_fills_generate(ui, server, images):
     dialog = _open(page, "a blue whale")
     dialog.get_by_role("button", name="Use these parameters").click()
     expect(page.get_by_role("heading", name="Generate")).to_be_visible()
-    page.get_by_text("Options").click()
+    expect(page.locator("details.options")).to_have_attribute("open", "")  # what was handed over is in view
     expect(page.get_by_label("Prompt", exact=True)).to_have_value("a blue whale")
     expect(page.get_by_label("Seed (-1: random)")).to_have_value("22")
     expect(page.get_by_label("Steps")).to_have_value("2")
@@ -170,7 +170,7 @@ def test_use_as_init_image_and_delete(ui, server, images):
     dialog = _open(page, "a green frog")
     dialog.get_by_role("button", name="Use as init image").click()
     expect(page.get_by_role("heading", name="Generate")).to_be_visible()
-    page.get_by_text("Options").click()
+    expect(page.locator("details.options")).to_have_attribute("open", "")  # what was handed over is in view
     init = page.get_by_role("img", name="Init image")
     expect(init).to_be_visible()
     expect(page.get_by_text("pictale-33.png")).to_be_visible()
@@ -220,7 +220,7 @@ def test_drop_a_png_to_read_its_parameters(ui, server):
     _drop(page, "[data-testid=png-file-drop]", _png(A1111_INFOTEXT), "castle.png", "image/png")
     result.get_by_role("button", name="Use these parameters").click()
     expect(page.get_by_label("Prompt", exact=True)).to_have_value("masterpiece, a castle on a hill, golden hour")
-    page.get_by_text("Options").click()
+    expect(page.locator("details.options")).to_have_attribute("open", "")  # what was handed over is in view
     expect(page.get_by_label("Steps")).to_have_value("28")
     expect(page.get_by_label("Seed (-1: random)")).to_have_value("987654321")
     assert "Traceback" not in page.content()

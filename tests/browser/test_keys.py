@@ -101,6 +101,8 @@ def test_keys_from_open_mode_to_one_gallery_per_key(browser, server, request):
             # the pupil's page: its next call is refused and it asks for a key again
             pupil_page.get_by_label("Search prompts").fill("drawing")
             expect(pupil_page.get_by_label("API key")).to_be_visible()
+            expect(pupil_page.locator("#signin-key-error")).to_contain_text("not accepted")
+            expect(pupil_page.get_by_text("Signed in as")).to_have_count(0)
             expect(pupil_page.get_by_role("list", name="Images")).to_have_count(0)
             pupil_shots("revoked")
 

@@ -34,7 +34,11 @@ function useRoute() {
 
 function SignIn({ server, failed }) {
   const [key, setKey] = useState("");
-  const [error, setError] = useState(failed ? "That key was not accepted. Check it and try again." : null);
+  const [error, setError] = useState(null);
+  // a key that stops working (revoked) brings the form back first, then the server says it was rejected
+  useEffect(() => {
+    if (failed) setError("That key was not accepted. Check it and try again.");
+  }, [failed]);
   const submit = async (e) => {
     e.preventDefault();
     setError(null);
@@ -104,6 +108,7 @@ function App() {
         setState("ready");
       } catch (e) {
         if (!live) return;
+        setMe(null);
         setState(e.status === 401 ? (auth.key ? "rejected" : "signin") : "down");
       }
     })();
@@ -139,7 +144,7 @@ function App() {
           </nav>`
         : null}
       <div class="who">
-        ${me && server && server.auth_required
+        ${me && server && server.auth_required && state === "ready" && !auth.needed
           ? html`<span>Signed in as <strong>${me.name}</strong></span>
               <button type="button" onClick=${signOut}>Sign out</button>`
           : null}

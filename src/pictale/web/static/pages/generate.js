@@ -73,6 +73,7 @@ export default function Generate() {
   const [images, setImages] = useState([]);
   const [error, setError] = useState(null);
   const [version, setVersion] = useState(0);
+  const [showOptions, setShowOptions] = useState(false);
   const abort = useRef(null);
   const formRef = useRef(null);
   const models = useApi("/sdapi/v1/sd-models");
@@ -84,11 +85,14 @@ export default function Generate() {
     if (handed) {
       if (handed.params) setForm((f) => ({ ...f, ...handed.params }));
       if (handed.init) setInit(handed.init);
+      if (handed.init || handed.params) setShowOptions(true); // what was handed over is in view
     }
     // paste an image anywhere on the page: it becomes the init image (img2img), as in A1111
     const onPaste = async (e) => {
       const file = [...(e.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
-      if (file) setInit({ name: file.name || "pasted image", b64: await fileToBase64(file) });
+      if (!file) return;
+      setInit({ name: file.name || "pasted image", b64: await fileToBase64(file) });
+      setShowOptions(true);
     };
     document.addEventListener("paste", onPaste);
     return () => {
@@ -175,7 +179,7 @@ export default function Generate() {
         <button type="button" disabled=${!running} onClick=${() => cancel(job.id)}>Cancel</button>
         <span class="muted kbd-hint">Ctrl+Enter generates · Esc cancels</span>
       </div>
-      <details class="options">
+      <details class="options" open=${showOptions} onToggle=${(e) => setShowOptions(e.target.open)}>
         <summary>Options</summary>
         <div class="grid">
           <${Field} id="negative" label="Negative prompt" error=${errs.negative_prompt} wide>
