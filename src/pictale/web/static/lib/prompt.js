@@ -35,6 +35,11 @@ export function PromptBox({ id, label, value, onInput, onSubmit, rows = 3, place
   useEffect(() => {
     loadTokens().then(setTokens, () => setTokens([]));
   }, []);
+  // `<be-` typed before the tokens arrived: offer them as soon as they do
+  useEffect(() => {
+    const el = ref.current;
+    if (el && tokens.length && document.activeElement === el) update(el.value, el.selectionStart);
+  }, [tokens]);
 
   const update = (text, caret) => {
     const m = OPEN.exec(text.slice(0, caret));
