@@ -94,6 +94,9 @@ def _render(request: Request, exc: PictaleError) -> JSONResponse:
         return JSONResponse(body, status_code=exc.status, headers=_headers(exc, True))
     status = openai_status(request, exc.status)
     body = openai_body(exc.message, status, param=exc.param, code=exc.code)
+    problems = getattr(exc, "problems", None)
+    if problems is not None:  # InvalidTrainingPhotos: each file and its problem, for a UI to show per file
+        body["error"]["problems"] = problems
     return JSONResponse(body, status_code=status, headers=_headers(exc, False))
 
 

@@ -22,10 +22,13 @@ export const auth = {
 };
 
 export class ApiError extends Error {
-  constructor(status, message, param) {
+  constructor(status, message, param, detail) {
     super(message);
     this.status = status;
     this.param = param || null;
+    this.code = (detail && detail.code) || null;
+    // a list of {file, problem} (training photos): each file's problem, for the page to show per file
+    this.problems = detail && Array.isArray(detail.problems) ? detail.problems : null;
   }
 }
 
@@ -39,11 +42,13 @@ function headers(extra) {
 async function toError(res) {
   let message = `${res.status} ${res.statusText || "error"}`;
   let param = null;
+  let detail = null;
   try {
     const body = await res.json();
     if (body.error && typeof body.error === "object") {
       message = body.error.message || message;
       param = body.error.param || null;
+      detail = body.error;
     } else if (typeof body.detail === "string") {
       message = body.detail;
     } else if (Array.isArray(body.detail) && body.detail.length) {
@@ -60,7 +65,7 @@ async function toError(res) {
     auth.needed = true;
     listeners.forEach((fn) => fn());
   }
-  return new ApiError(res.status, message, param);
+  return new ApiError(res.status, message, param, detail);
 }
 
 // api("/v1/x", {method, json, form, signal}) -> parsed JSON (or the Response for other content types)
