@@ -136,6 +136,20 @@ def test_make_a_book_choose_a_candidate_regenerate_and_download_the_pdf(ui, serv
     expect(row).to_contain_text("2/2")
     expect(row).to_contain_text("done")
 
+    # the HTML export through its button too, then Delete asks once more and the book is gone
+    with page.expect_download() as got:
+        page.goto(f"{base}/#/books/{book_id}")
+        page.get_by_role("button", name="Download HTML").click()
+    assert Path(got.value.path()).read_bytes() == httpx.get(f"{base}/v1/books/{book_id}/export.html").content
+    page.get_by_role("link", name="← Books").click()
+    row.get_by_role("button", name="Delete").click()
+    row.get_by_role("button", name="Keep it").click()
+    assert httpx.get(f"{base}/v1/books/{book_id}").status_code == 200
+    row.get_by_role("button", name="Delete").click()
+    row.get_by_role("button", name="Yes, delete").click()
+    expect(row).to_have_count(0)
+    assert httpx.get(f"{base}/v1/books/{book_id}").status_code == 404
+
 
 def test_a_bad_book_setting_is_shown_next_to_its_field(ui, server):
     page, _ = ui

@@ -172,9 +172,10 @@ function NewBook({ onMade }) {
 function BookList({ version }) {
   const books = useApi(`/v1/books?v=${version}`);
   const [error, setError] = useState(null);
+  const [asking, setAsking] = useState(null); // the id of the book whose Delete asks once more
   const list = books.data ? books.data.data : [];
   const remove = async (b) => {
-    if (!confirm(`Delete the book "${b.title}"?`)) return;
+    setAsking(null);
     setError(null);
     try {
       await api(`/v1/books/${b.id}`, { method: "DELETE" });
@@ -198,8 +199,14 @@ function BookList({ version }) {
                 <td><span class=${`state state-${b.state}`}>${b.state}</span></td>
                 <td>${b.pages_done}/${b.page_count || "?"}</td>
                 <td>${formatTime(b.created)}</td>
-                <td><button type="button" class="small danger" onClick=${() => remove(b)}>
-                  Delete<span class="sr-only"> ${b.title}</span></button></td>
+                <td>
+                  ${asking === b.id
+                    ? html`<button type="button" class="small danger" onClick=${() => remove(b)}>
+                          Yes, delete<span class="sr-only"> ${b.title}</span></button>
+                        <button type="button" class="small" onClick=${() => setAsking(null)}>Keep it</button>`
+                    : html`<button type="button" class="small danger" onClick=${() => setAsking(b.id)}>
+                        Delete<span class="sr-only"> ${b.title}</span></button>`}
+                </td>
               </tr>`,
             )}
           </tbody>
