@@ -99,6 +99,8 @@ def test_a_finished_training_shows_samples_choice_and_avatar(client, done):
     final = done["final"]
     assert final["state"] == "done" and final["stage"] == "done" and final["step"] == 20
     assert final["loss"] == 0.05 and final["eta"] is None and final["error"] is None
+    # the stored loss curve: every step's loss, in order (a page opened later draws it)
+    assert final["losses"] == [[step, round(1.0 / step, 4)] for step in range(1, 21)]
     assert [s["step"] for s in final["samples"]] == [10, 20]
     assert final["checkpoints"] == [5, 10, 15, 20]
     sample = final["samples"][1]

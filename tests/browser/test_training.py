@@ -123,6 +123,12 @@ def test_photo_checks_then_a_tiny_training_to_its_avatar(ui, server):
     expect(row).to_contain_text("16/16")
     expect(row).to_contain_text("done")
 
+    # opened again later, the page draws the stored loss curve: the same 16 points
+    row.get_by_role("link", name="kitebox").click()
+    page.reload()
+    expect(page.locator("#loss-chart polyline")).to_have_attribute("points", " ".join(points))
+    assert [s for s, _ in final["losses"]] == list(range(1, 17))
+
 
 def test_cancel_and_resume_at_phone_width_in_dark_mode(browser, server, request):
     base = server["base"]

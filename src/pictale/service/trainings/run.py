@@ -161,6 +161,9 @@ class TrainingRun:
         started, first = self._clock
         eta = (now - started) / max(1, step - first) * max(0, total - step)
         self.live.update(step=step, total=total, loss=loss, eta=round(eta, 1))
+        if loss is not None:
+            with self._sync_lock:  # the loss curve, saved with the row (so a page opened later draws it)
+                self.doc["losses"] = add_loss(self.doc.get("losses") or [], step, loss, total)
         self.job.progress = Progress(step, total)  # what the job API shows
         self.job.events.emit("step", step=step, total=total, loss=loss, eta=round(eta, 1), stage=self.runner.stage)
 
@@ -232,3 +235,19 @@ class TrainingRun:
                 close()
             except Exception:  # freeing memory must not hide how the training ended
                 log.exception("training %s: closing its runner failed", self.id)
+
+
+LOSS_POINTS = 1000
+
+
+def add_loss(points: list, step: int, loss: float, total: int) -> list:
+    """The loss curve with (step, loss) added. Points a resumed run steps over again are dropped first; a run
+    of more than LOSS_POINTS steps keeps every k-th step (k a power of two) and its last, evenly spread."""
+    while points and points[-1][0] >= step:
+        points.pop()
+    stride = 1
+    while total / stride > LOSS_POINTS:
+        stride *= 2
+    if step % stride == 0 or step >= total or not points:
+        points.append([step, round(float(loss), 6)])
+    return points

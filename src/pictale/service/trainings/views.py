@@ -31,6 +31,7 @@ def training_view(training: dict, base_url: str = "", live: dict | None = None) 
         "step": doc.get("step", 0),
         "total": doc.get("total") or spec["steps"],
         "loss": doc.get("loss"),
+        "losses": doc.get("losses") or [],
         "eta": doc.get("eta") if state == "running" else None,
         "photos": len(doc.get("photos", [])),
         "settings": {k: spec.get(k) for k in SETTINGS},

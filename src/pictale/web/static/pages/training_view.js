@@ -58,7 +58,14 @@ export default function TrainingView({ id }) {
   const fetchTraining = async (signal) => {
     const n = ++seq.current;
     const t = await api(`/v1/trainings/${id}`, { signal });
-    if (n === seq.current) setTraining(t);
+    if (n === seq.current) {
+      setTraining(t);
+      // the stored curve, merged with what the event stream has brought (a step once)
+      setLosses((l) => {
+        const steps = new Set((t.losses || []).map(([s]) => s));
+        return [...(t.losses || []), ...l.filter(([s]) => !steps.has(s))].sort((a, b) => a[0] - b[0]);
+      });
+    }
     return t;
   };
   const reload = () => fetchTraining().catch(setLoadError);
@@ -156,7 +163,7 @@ export default function TrainingView({ id }) {
         ${losses.length
           ? html`<${LineChart} id="loss-chart" title="Training loss per step" xLabel="step" yLabel="loss"
               series=${[{ name: "loss", cls: "s-loss", points: losses }]} />`
-          : html`<p class="muted">${active ? "The loss appears with the first steps." : "No loss history (the server was restarted since)."}</p>`}
+          : html`<p class="muted">${active ? "The loss appears with the first steps." : "No loss recorded."}</p>`}
       </section>
       ${scored.length
         ? html`<section aria-labelledby="likeness-title">
