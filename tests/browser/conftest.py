@@ -34,8 +34,10 @@ ARGS = [
 SERVER_ENV = {"OMP_NUM_THREADS": "1", "PICTALE_MAX_STEPS": "5000"}  # 1 thread: OpenMP spin-waits cost 100x here
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(tmp_path_factory):
+    """Chromium for the browser tests only: Playwright's sync API runs an event loop on this thread while it is
+    open, which would break later tests that call asyncio.run()."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

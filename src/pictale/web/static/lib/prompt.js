@@ -1,5 +1,5 @@
 // The prompt box: a textarea that completes the key's avatar and character tokens after `<be-`.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { api } from "./api.js";
 import { html } from "./ui.js";
 
@@ -47,16 +47,21 @@ export function PromptBox({ id, label, value, onInput, onSubmit, rows = 3, place
     const items = matchTokens(tokens, m[1]).slice(0, 12);
     setOpen(items.length ? { start: caret - m[0].length, end: caret, items, active: 0 } : null);
   };
+  // the caret goes after an inserted token as soon as the new text is rendered (before the next key is
+  // handled), so typing on right away continues after the token
+  const caret = useRef(null);
+  useLayoutEffect(() => {
+    if (caret.current === null || !ref.current) return;
+    ref.current.focus();
+    ref.current.setSelectionRange(caret.current, caret.current);
+    caret.current = null;
+  }, [value]);
   const accept = (item) => {
-    const el = ref.current;
-    const text = value.slice(0, open.start) + item.token + value.slice(open.end);
-    const caret = open.start + item.token.length;
-    onInput(text);
+    const after = value.slice(open.end);
+    const insert = item.token + (/^\s/.test(after) ? "" : " "); // a space after it, unless one follows
+    caret.current = open.start + insert.length;
+    onInput(value.slice(0, open.start) + insert + after);
     setOpen(null);
-    requestAnimationFrame(() => {
-      el.focus();
-      el.setSelectionRange(caret, caret);
-    });
   };
   const onKeyDown = (e) => {
     if (open) {
