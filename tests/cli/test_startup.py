@@ -134,6 +134,7 @@ def test_banner_after_bind_and_quiet_default_logs(tmp_path):
     text = "".join(seen) + rest
     for noise in NOISE:
         assert noise not in text, f"{noise!r} in the default log:\n{text}"
+    assert f"web UI: http://127.0.0.1:{port}/" in text
     assert f"A1111 API: http://127.0.0.1:{port}/sdapi/v1" in text
     assert "NO MODEL FOUND" not in text  # --model tiny is asked for, not a fallback
 

@@ -159,6 +159,7 @@ def serve(
         entry = svc.current_model
         lines = [f"model: [bold]{entry.title if entry else '?'}[/bold] ({entry.source if entry else ''})"]
         lines.append(f"data dir: {settings.data_dir}")
+        lines.append(f"web UI: http://{settings.bind_host}:{port}/")
         lines.append(f"A1111 API: http://{settings.bind_host}:{port}/sdapi/v1  (API docs: /docs)")
         lines.append(f"auth: {web_app.state.auth.describe()}")
         llm = settings.llm_base_url or "none (keyword prompts; set --llm-base-url)"
