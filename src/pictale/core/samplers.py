@@ -338,3 +338,8 @@ def check_schedule_name(name: str | None, param: str) -> None:
             f"{param}: unknown schedule type {name!r}; use one of {[s['name'] for s in SCHEDULERS_API]}",
             param=param,
         )
+
+
+STEPPED_SAMPLERS: frozenset[str] = frozenset({"Euler", "Euler a", "DPM++ 2M"})
+"""Samplers whose requests join and leave a running batch between steps (engine.stepping): one model evaluation per
+step, all their state in their own scheduler instance. Other samplers merge whole runs (service.batching)."""

@@ -16,7 +16,7 @@ from PIL import Image
 
 from pictale.core.errors import ModelLoadError
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
-from pictale.engine import models, previews, samplers
+from pictale.engine import models, previews, samplers, stepping
 from pictale.engine.adapters import AvatarAdapters, JobAdapters
 from pictale.engine.batching import (
     IP_ROWS,
@@ -242,6 +242,11 @@ class Engine:
         if self.family in T5_FAMILIES:
             return [self._alone(item) for item in items]  # never merged: only the UNet path is verified for it
         return unet_batching.generate_batch(self, items)
+
+    def generate_stream(self, items: list[BatchItem], admit, finish) -> None:
+        """Requests that join a running batch between denoising steps (`admit()` brings them) and leave when their
+        own steps are done: each outcome goes to `finish(item, result or exception)` at once (`engine.stepping`)."""
+        stepping.generate_stream(self, items, admit, finish)
 
     def _alone(self, item: BatchItem) -> EngineResult | BaseException:
         try:
