@@ -111,6 +111,20 @@ def serve(
     gallery_max_images: Annotated[
         int | None, typer.Option(help="Most gallery images kept per key, oldest go first (10000; 0: no limit).")
     ] = None,
+    continuous_batching: Annotated[
+        bool | None,
+        typer.Option(
+            "--continuous-batching/--no-continuous-batching",
+            help="Requests join a running batch between denoising steps (on; Euler, Euler a, DPM++ 2M on SD 1.5/SDXL).",
+        ),
+    ] = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic/--no-deterministic",
+            help="On CUDA, never merge requests: each image equals its request run alone (merged: within 1/255).",
+        ),
+    ] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
@@ -149,6 +163,8 @@ def serve(
         gallery=gallery,
         gallery_days=gallery_days,
         gallery_max_images=gallery_max_images,
+        continuous_batching=continuous_batching,
+        deterministic=deterministic,
         # `pictale --log-level X serve` (or PICTALE_LOG_LEVEL) when serve's own flag is not given
         log_level=log_level or ctx.find_root().params.get("log_level"),
     )

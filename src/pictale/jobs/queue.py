@@ -8,8 +8,9 @@ When the worker takes a job, it also takes the compatible jobs already waiting, 
 and runs them together through the first one's `Batchable.run`. It never waits for more: a lone request
 starts at once. Company that arrives just after the start can still join: early in its run, the work may ask
 `should_regroup` and raise `Regroup`; the run is dropped and starts over at once with the newcomers (clients
-that all got their answers together send their next requests a few milliseconds apart). What "compatible"
-means is the key's business (the service builds it); this module knows nothing about generation.
+that all got their answers together send their next requests a few milliseconds apart). A job whose
+`Batchable.stream` is set never regroups: newcomers join its run between two steps (`jobs.streaming`). What
+"compatible" means is the key's business (the service builds it); this module knows nothing about generation.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from pictale.core.errors import JobCancelled, PictaleError, QueueFull
 from pictale.jobs.events import EventLog
+from pictale.jobs.streaming import run_stream
 
 __all__ = ["Batchable", "Job", "JobQueue", "JobState", "Progress", "QueueFull", "Regroup"]
 
@@ -81,6 +83,9 @@ class Batchable:
     """Images the job adds to a batch (counted against the queue's `batch_max`)."""
     payload: Any = None
     """What `run` needs of this job."""
+    stream: Callable[[list[Job], Any], None] | None = None
+    """Set: `stream(jobs, admission)` runs them instead, takes in newcomers between steps and ends each job itself
+    (`jobs.streaming`); used whenever batching is on (`batch_max` > 1)."""
 
 
 @dataclass(eq=False)
@@ -383,7 +388,10 @@ class JobQueue:
                 return
             try:
                 regroup = []
-                if len(jobs) == 1:
+                lead = jobs[0].batch
+                if lead is not None and lead.stream is not None and self.batch_max > 1:
+                    run_stream(self, jobs)
+                elif len(jobs) == 1:
                     self._run(jobs[0])
                 else:
                     self._run_merged(jobs)

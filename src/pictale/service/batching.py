@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import replace
 
-from pictale.core.types import GenerationSpec, Mode
+from pictale.core.samplers import STEPPED_SAMPLERS
+from pictale.core.types import AvatarKind, GenerationSpec, Mode
 
 SHARED_NOISE_SAMPLERS = frozenset({"DPM++ SDE"})
 """Samplers whose noise is seeded once per pipeline call (DPMSolverSDEScheduler's Brownian tree), not per image
@@ -26,3 +27,26 @@ def batch_key(spec: GenerationSpec) -> Hashable | None:
     avatars = tuple(sorted((a.kind.value, a.digest, a.token or "", a.weight) for a in spec.avatars))
     rest = replace(spec, prompt="", negative_prompt="", seed=-1, subseed=-1, batch_size=1, styles=(), avatars=())
     return ("txt2img", rest, avatars)
+
+
+_IMAGE_AVATARS = frozenset({AvatarKind.FACE, AvatarKind.STYLE, AvatarKind.POSE})
+
+
+def stream_key(spec: GenerationSpec) -> Hashable | None:
+    """Equal keys: the requests may share a continuous run (engine.stepping), joining and leaving between steps.
+
+    Besides prompts and seeds they may differ in steps, CFG scale and the sampler among `STEPPED_SAMPLERS`; the
+    rest is what one denoiser call needs equal (model, size, LoRA and embedding avatars with their weights, clip
+    skip, tiling). None: today's whole-batch merging (`batch_key`) or alone. Unlike `batch_key`, no owner goes
+    in: A1111 interrupt and skip stop one row, never the run.
+    """
+    if batch_key(spec) is None or spec.sampler not in STEPPED_SAMPLERS:
+        return None
+    if any(a.kind in _IMAGE_AVATARS for a in spec.avatars):
+        return None  # IP-Adapter / ControlNet inputs per call: whole-batch merging
+    avatars = tuple(sorted((a.kind.value, a.digest, a.token or "", a.weight) for a in spec.avatars))
+    rest = replace(
+        spec, prompt="", negative_prompt="", seed=-1, subseed=-1, batch_size=1, styles=(), avatars=(),
+        steps=0, cfg_scale=0.0, sampler="", scheduler="",
+    )  # fmt: skip
+    return ("stepped", rest, avatars)

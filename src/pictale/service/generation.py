@@ -18,8 +18,9 @@ from pictale.core.types import GenerationSpec, Mode, ModelEntry
 from pictale.engine.demo.layout import DEMO_NAME, is_demo
 from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
+from pictale.service import merging
 from pictale.service.avatars import OwnerResolver, avatar_infotext
-from pictale.service.batching import batch_key
+from pictale.service.batching import batch_key, stream_key
 from pictale.service.characters import expand_characters
 from pictale.service.flux import distilled_infotext, fit_flux_job
 from pictale.service.img2img import prepare_images
@@ -92,8 +93,8 @@ class GenerationService:
         self.catalog.refresh()
         entry = self._startup_entry()
         self.switch_model(entry.title)
-        if not getattr(self.engine, "batches_identically", False):
-            self.queue.batch_max = 1  # merged images are only verified bit-identical to lone ones there
+        if self.settings.deterministic and not getattr(self.engine, "batches_identically", False):
+            self.queue.batch_max = 1  # merged rows are bit-identical to lone runs only there (CPU float32)
         return entry
 
     def stop(self) -> None:
@@ -193,16 +194,13 @@ class GenerationService:
         """
         spec = self.normalize(self.styles.apply(spec))
         spec, texts = self.compile(spec, owner or LOCAL_OWNER)
-        key = batch_key(spec)
-        # One owner per merged batch: A1111 interrupt and skip stop a whole merged call, and one key's
-        # interrupt must never stop another key's images.
-        key = (owner, key) if key is not None else None
+        batch = self._batchable(spec, texts, owner)
         job = Job(
             work=lambda job: self._generate(spec, job, texts),
             owner=owner,
             session=session,
             meta=dict(meta or {}),
-            batch=Batchable(key, self._generate_batch, spec.total_images, (spec, texts)) if key is not None else None,
+            batch=batch,
         )
         if session is not None:
             for old in self.queue.jobs():
@@ -211,6 +209,17 @@ class GenerationService:
         self.queue.submit(job)
         self.last_job = job
         return job
+
+    def _batchable(self, spec: GenerationSpec, texts: PromptTexts, owner: str | None) -> Batchable | None:
+        """How the job may share a run: continuous (service.batching.stream_key), merged whole, or never (None)."""
+        size, payload = spec.total_images, (spec, texts)
+        key = stream_key(spec) if self.settings.continuous_batching else None
+        if key is not None:
+            return Batchable(key, self._generate_batch, size, payload, stream=self._generate_stream)
+        key = batch_key(spec)
+        # One owner per merged batch: A1111 interrupt and skip stop a whole merged call, and one key's
+        # interrupt must never stop another key's images.
+        return Batchable((owner, key), self._generate_batch, size, payload) if key is not None else None
 
     def generate(self, spec: GenerationSpec, **kw: Any) -> GenerationResult:
         """Synchronous helper (CLI, tests)."""
@@ -289,23 +298,10 @@ class GenerationService:
         return self._result(spec, texts, out, overlay)
 
     def _generate_batch(self, jobs: list[Job]) -> list[Any]:
-        """Jobs with equal batch keys as one engine call; per job its result or the exception that ended it."""
-        from pictale.engine.batching import BatchItem
+        return merging.run_merged(self, jobs)
 
-        specs = [job.batch.payload for job in jobs]
-        self._load_for(specs[0][0])
-        items = []
-        for job, (spec, texts) in zip(jobs, specs, strict=True):
-            seeds, subseeds = self.resolve_seeds(spec)
-            control = self._control(job, spec, on_cancelled=job.end_cancelled)
-            items.append(BatchItem(spec, texts.prompts, texts.negatives, seeds, subseeds, control))
-        results: list[Any] = []
-        for (spec, texts), out in zip(specs, self.engine.generate_batch(items), strict=True):
-            try:
-                results.append(out if isinstance(out, BaseException) else self._result(spec, texts, out, None))
-            except Exception as exc:  # one job's result failed to build: only that job fails
-                results.append(exc)
-        return results
+    def _generate_stream(self, jobs: list[Job], admission: Any) -> None:
+        merging.run_stream(self, jobs, admission)
 
     def _load_for(self, spec: GenerationSpec) -> None:
         # A per-request override loads its checkpoint for this job only; the next job without one goes
@@ -326,7 +322,7 @@ class GenerationService:
             job,
             lambda: preview_every(job, self.settings.preview_every, self.options),
             render,
-            self._regroup if job.batch is not None else None,
+            self._regroup if job.batch is not None and job.batch.stream is None else None,
         )
         return RunControl(
             on_step=live.on_step,
