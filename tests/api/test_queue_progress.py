@@ -229,10 +229,10 @@ def test_a_cancelled_job_leaves_its_batch_at_once(client):
     assert [len(jobs[i].future.result(30).images) for i in (0, 2)] == [1, 1]
 
 
-def test_interrupt_applies_to_the_running_batch(client):
+def test_interrupt_applies_to_the_running_merged_batch(client):
     svc = client.app.state.service
     gate = _hold(svc)
-    jobs = [svc.submit(_spec(steps=150, seed=i)) for i in range(2)]
+    jobs = [svc.submit(_spec(steps=150, seed=i, sampler="DDIM")) for i in range(2)]  # whole-batch merging
     gate.set()
     _wait_running(client, min_step=2)
     assert client.post("/sdapi/v1/interrupt").json() == {}
@@ -241,9 +241,28 @@ def test_interrupt_applies_to_the_running_batch(client):
     assert max(job.progress.step for job in jobs) < 150
 
 
+def test_interrupt_stops_the_current_job_of_a_continuous_run_and_the_others_go_on(client):
+    svc = client.app.state.service
+    gate = _hold(svc)
+    jobs = [svc.submit(_spec(steps=150, seed=i)) for i in range(2)]  # Euler: rows of one continuous run
+    gate.set()
+    _wait_running(client, min_step=2)
+    assert client.post("/sdapi/v1/interrupt").json() == {}
+    first = jobs[0].future.result(30)
+    assert first.interrupted and len(first.images) == 1
+    assert jobs[1].finished is None and not jobs[1].interrupted  # as in A1111: the next job is not stopped
+    assert svc.queue.current is jobs[1]
+    assert client.post("/sdapi/v1/interrupt").json() == {}
+    second = jobs[1].future.result(30)
+    assert second.interrupted and jobs[1].progress.step < 150
+
+
 def test_company_arriving_early_joins_the_run_and_every_image_is_as_alone(client):
     svc = client.app.state.service
-    specs = [_spec(steps=24, seed=s, prompt=p) for s, p in [(1, "a photo of a cat"), (2, "a dog"), (3, "a tree")]]
+    specs = [
+        _spec(steps=24, seed=s, prompt=p, sampler="DDIM")  # whole-batch merging: the run starts over
+        for s, p in [(1, "a photo of a cat"), (2, "a dog"), (3, "a tree")]
+    ]
     first = svc.submit(specs[0])
     while first.progress.step < 1:
         time.sleep(0.001)
@@ -253,3 +272,31 @@ def test_company_arriving_early_joins_the_run_and_every_image_is_as_alone(client
     assert all(e.data == {"batched": 3} for job in later for e in job.events.snapshot() if e.type == "started")
     alone = [svc.generate(spec) for spec in specs]
     assert [m.images for m in merged] == [a.images for a in alone]
+
+
+def test_continuous_batching_admits_newcomers_between_steps_and_throws_nothing_away(client):
+    svc = client.app.state.service
+    unet = svc.engine._pipe.unet
+    rows: list[int] = []
+    specs = [
+        _spec(steps=40, seed=1, prompt="a photo of a cat"),
+        _spec(steps=6, seed=2, prompt="a dog", negative_prompt="blurry", cfg_scale=4.0, sampler="Euler a"),
+        _spec(steps=8, seed=3, prompt="a tree", sampler="DPM++ 2M", scheduler="karras"),
+    ]
+    handle = unet.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
+    try:
+        first = svc.submit(specs[0])
+        while first.progress.step < 3:
+            time.sleep(0.001)
+        later = [svc.submit(spec) for spec in specs[1:]]
+        results = [job.future.result(60) for job in (first, *later)]
+    finally:
+        handle.remove()
+    assert first._regroups == 0 and [e.type for e in first.events.snapshot()].count("started") == 1
+    assert first.progress.step == 40 and len(rows) < 40 + 6 + 8  # they shared UNet calls, nothing was redone
+    assert max(rows) == 6 and rows[0] == 2  # joined a call that was running alone
+    for job in later:
+        assert first.started < job.started < job.finished < first.finished  # joined mid-run, left before it
+    alone = [svc.generate(spec) for spec in specs]
+    for got, want in zip(results, alone, strict=True):
+        assert got.images == want.images and got.infotexts == want.infotexts  # PNG bytes too
