@@ -39,6 +39,11 @@ class StandInEngine:
         images = [Image.new("RGB", (spec.width, spec.height), (200, 100, 50)) for _ in seeds]
         return EngineResult(images, list(seeds), list(subseeds))
 
+    def generate_stream(self, items, admit, finish) -> None:
+        """Continuous runs (engine.stepping): each request alone, no newcomers taken in."""
+        for item in items:
+            finish(item, self.generate(item.spec, item.prompts, item.negatives, item.seeds, item.subseeds))
+
 
 def write_fake_sd15(folder: Path) -> Path:
     """Enough of a diffusers SD 1.5 folder for the scan (class name, UNet weights): never loaded."""
