@@ -279,6 +279,7 @@ def test_failed_job_reports_its_error(tmp_path, tiny_models, monkeypatch):
             raise RuntimeError("the GPU caught fire")
 
         monkeypatch.setattr(svc.engine, "generate", boom)
+        monkeypatch.setattr(svc.engine, "generate_stream", boom)  # continuous runs (engine.stepping)
         job = c.post("/v1/jobs", json=FAST).json()
         body = wait_for(c, job["id"], lambda b: b["state"] == "failed")
         assert body["error"] == {
