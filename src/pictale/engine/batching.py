@@ -13,8 +13,9 @@ few ulps away from the same row computed alone:
 `split_batch` makes exactly those calls per request, with the rows each request's own call would have had
 (its negatives then its positives under CFG), and leaves the heavy ones batched. Everything else (large
 products, oneDNN convolutions, attention, norms, the sampler step) computes each row the same whatever the
-batch: tests/engine/test_batching.py checks the claim on this machine's kernels, which is why the engine
-merges only float32 on the CPU (`Engine.batches_identically`).
+batch: tests/engine/test_batching.py checks the claim on this machine's kernels (`Engine.batches_identically`:
+float32 on the CPU). Elsewhere (CUDA) requests still merge, unsplit, and rows may differ from lone runs as much as
+diffusers' own batches do (1/255 on a few pixels); `--deterministic` runs every request alone there.
 """
 
 from __future__ import annotations

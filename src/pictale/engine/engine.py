@@ -224,7 +224,8 @@ class Engine:
 
     @property
     def batches_identically(self) -> bool:
-        """True where merged batches are verified bit-identical to lone runs: float32 on the CPU."""
+        """True where merged batches are verified bit-identical to lone runs: float32 on the CPU (elsewhere the
+        service merges too unless `Settings.deterministic`)."""
         return self.device == "cpu" and self.dtype == torch.float32
 
     def generate_batch(self, items: list[BatchItem]) -> list[EngineResult | BaseException]:
