@@ -1,11 +1,17 @@
-"""Throughput and latency under concurrent clients, with and without merged batches.
+"""Throughput and latency under concurrent clients: continuous (step-level) batching, whole-batch merging, none.
 
 A live `pictale serve` on the tiny SD 1.5 model (64 px, 4 steps, Euler, CFG 7) gets `POST /sdapi/v1/txt2img`
-from 4 and 8 client threads (httpx, each sending its next request when the last one answered), and the same
-requests one by one; then again with batching off (PICTALE_BATCH_MAX=1). The reference is a direct diffusers
-call generating the whole batch (StableDiffusionPipeline on the same folder, 4 prompts, per-image
-generators), measured in each round just before the server rows. Prints medians over the rounds: images/s,
-the ratio to the direct batch of 4, and p50/p95 request latency.
+from 1, 4 and 8 clients in two ways:
+
+- lockstep: client threads each send their next request when the last one answered;
+- poisson: requests arrive at random moments, a Poisson stream at 80 % of the capacity of a direct batch of
+  that many images (the rate of `DirectBatch.rate(clients)` x 0.8), each on its own thread.
+
+Three servers: continuous batching (the default), whole-batch merging only (PICTALE_CONTINUOUS_BATCHING=false)
+and no batching (PICTALE_BATCH_MAX=1). The reference is a direct diffusers call generating the whole batch
+(StableDiffusionPipeline on the same folder, per-image generators), measured in each round just before the
+server rows. Prints medians over the rounds: images/s, the ratio to the direct batch of as many images as
+clients (targets: 4 and 8 clients >= 0.9x), and p50/p95 request latency.
 
     .venv/bin/python bench/concurrency.py [--requests 64] [--rounds 3]
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import tempfile
 import threading
@@ -81,6 +88,33 @@ def drive(base: str, clients: int, requests: int) -> tuple[float, list[float]]:
     return requests / (time.perf_counter() - t0), latencies
 
 
+def poisson(base: str, rate: float, requests: int, seed: int = 0) -> tuple[float, list[float]]:
+    """`requests` txt2img arriving as a Poisson stream of `rate` per second; (images/s, latencies)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    gaps = random.Random(seed)
+    http = httpx.Client(base_url=base, timeout=600, limits=httpx.Limits(max_connections=requests))
+
+    def one(i: int) -> None:
+        t0 = time.perf_counter()
+        http.post("/sdapi/v1/txt2img", json=body(i)).raise_for_status()
+        with lock:
+            latencies.append(time.perf_counter() - t0)
+
+    threads = []
+    t0 = time.perf_counter()
+    for i in range(requests):
+        t = threading.Thread(target=one, args=(i,))
+        t.start()
+        threads.append(t)
+        time.sleep(gaps.expovariate(rate))
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    http.close()
+    return requests / elapsed, latencies
+
+
 class DirectBatch:
     """A plain diffusers pipeline generating `batch` images per call, per-image generators."""
 
@@ -123,15 +157,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds; the machine's noise hits every row alike")
     args = ap.parse_args()
     n = args.requests
-    configs = [("batching", {}), ("no batching", {"PICTALE_BATCH_MAX": "1"})]
+    configs = [
+        ("continuous", {}),
+        ("whole-batch", {"PICTALE_CONTINUOUS_BATCHING": "false"}),
+        ("no batching", {"PICTALE_BATCH_MAX": "1"}),
+    ]
     rates: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
     latencies: dict[str, list[float]] = {}
-    direct4: list[float] = []
-    direct8: list[float] = []
+    direct: dict[int, list[float]] = {1: [], 4: [], 8: []}
     with tempfile.TemporaryDirectory() as tmp:
         model = write_tiny_models(Path(tmp) / "tiny")["sd15"]
-        direct = DirectBatch(model)
+        reference = DirectBatch(model)
         servers = []
         for i, (label, env) in enumerate(configs):
             servers.append((label, *start_server(model, Path(tmp) / f"data-{i}", **env)))
@@ -139,18 +176,23 @@ def main() -> None:
             for _, _, base in servers:
                 drive(base, 4, 16)  # warm up: model, caches, thread pools
             for r in range(args.rounds):
-                d4 = direct.rate(4, n)
-                direct4.append(d4)
-                direct8.append(direct.rate(8, n))
+                for batch in direct:
+                    direct[batch].append(reference.rate(batch, n))
                 time.sleep(1)  # let the direct call's spinning OpenMP threads go idle before the servers run
                 for label, _, base in servers if r % 2 == 0 else servers[::-1]:
                     for clients in (1, 4, 8):
-                        row = f"{label}, {clients} client{'s' if clients > 1 else ''}"
-                        time.sleep(0.5)  # the previous row's threads go idle
-                        rate, lat = drive(base, clients, n)
-                        rates.setdefault(row, []).append(rate)
-                        ratios.setdefault(row, []).append(rate / d4)
-                        latencies.setdefault(row, []).extend(lat)
+                        for mode in ("lockstep", "poisson"):
+                            if clients == 1 and mode == "poisson":
+                                continue
+                            row = f"{label}, {clients} client{'s' if clients > 1 else ''}, {mode}"
+                            time.sleep(0.5)  # the previous row's threads go idle
+                            if mode == "lockstep":
+                                rate, lat = drive(base, clients, n)
+                            else:
+                                rate, lat = poisson(base, 0.8 * direct[clients][-1], n, seed=r)
+                            rates.setdefault(row, []).append(rate)
+                            ratios.setdefault(row, []).append(rate / direct[clients][-1])
+                            latencies.setdefault(row, []).extend(lat)
         finally:
             for _, proc, _ in servers:
                 proc.terminate()
@@ -158,15 +200,12 @@ def main() -> None:
     med = statistics.median
     print(f"tiny SD 1.5, {SIZE} px, {STEPS} steps, CFG {CFG}, Euler; {n} requests per row and round; ", end="")
     print(f"{args.rounds} rounds (medians); {os.cpu_count()} CPUs")
-    print(f"direct diffusers batch of 4: {med(direct4):6.1f} images/s   batch of 8: {med(direct8):6.1f} images/s")
-    print(f"{'server':28} {'images/s':>9} {'/direct4':>9} {'p50 ms':>8} {'p95 ms':>8}")
+    print("direct diffusers, images/s: " + ", ".join(f"batch of {b}: {med(v):.1f}" for b, v in direct.items()))
+    print(f"{'server':38} {'images/s':>9} {'/direct':>8} {'p50 ms':>8} {'p95 ms':>8}")
     for row, values in rates.items():
         lat = latencies[row]
-        print(f"{row:28} {med(values):9.1f} {med(ratios[row]):9.2f} {med(lat) * 1000:8.0f} {pct(lat, 95) * 1000:8.0f}")
-    by = {row: med(v) for row, v in rates.items()}
-    for clients in ("4 clients", "8 clients"):
-        gain = by[f"batching, {clients}"] / by[f"no batching, {clients}"]
-        print(f"batching vs no batching, {clients}: {gain:.2f}x")
+        print(f"{row:38} {med(values):9.1f} {med(ratios[row]):8.2f} {med(lat) * 1000:8.0f} {pct(lat, 95) * 1000:8.0f}")
+    print("(/direct: against a direct batch of as many images as clients; poisson rows arrive at 0.8 of that rate)")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Any
 
 from pictale.core.errors import JobCancelled, PictaleError, QueueFull
 from pictale.jobs.events import EventLog
+from pictale.jobs.finishing import Finisher
 from pictale.jobs.streaming import run_stream
 
 __all__ = ["Batchable", "Job", "JobQueue", "JobState", "Progress", "QueueFull", "Regroup"]
@@ -239,6 +240,7 @@ class JobQueue:
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._running: list[Job] = []
+        self.finisher = Finisher()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._counter = itertools.count()
@@ -366,6 +368,7 @@ class JobQueue:
             job.cancel()
         self._thread.join(timeout)
         self._thread = None
+        self.finisher.drain()  # images being encoded still reach their jobs
 
     def _loop(self) -> None:
         regroup: list[Job] = []
@@ -447,7 +450,7 @@ class JobQueue:
             elif not isinstance(exc, JobCancelled):
                 log.exception("job %s failed", job.id)
             outcome = exc
-        job._end(outcome)
+        self.finisher.end(job, outcome)  # a `Later` outcome (image encoding) is built off this thread
 
     def _run_merged(self, jobs: list[Job]) -> None:
         jobs = [job for job in jobs if self._start(job, batched=len(jobs))]
@@ -461,7 +464,7 @@ class JobQueue:
             log.exception("batch of %d jobs failed", len(jobs))
             outcomes = [exc] * len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
-            job._end(outcome)
+            self.finisher.end(job, outcome)
 
 
 _NOT_STARTED = {"reason": "cancelled before it started"}

@@ -28,10 +28,13 @@ class Admission:
     def __init__(self, queue: JobQueue, key: Hashable) -> None:
         self.queue = queue
         self.key = key
+        self.ended: set[str] = set()
+        """Jobs handed their outcome (some still being finished off the worker: `jobs.finishing`)."""
 
     def room(self) -> int:
         """Images the run may still take in."""
-        live = sum(j.batch.size for j in self.queue.running if j.finished is None and j.batch is not None)
+        running = [j for j in self.queue.running if j.finished is None and j.id not in self.ended]
+        live = sum(j.batch.size for j in running if j.batch is not None)
         return self.queue.batch_max - live
 
     def more(self) -> list[Job]:
@@ -54,8 +57,10 @@ class Admission:
         return [job for job in taken if q._start(job, batched=live)]
 
     def finish(self, job: Job, outcome: Any) -> None:
-        """End `job` now with its result or the exception that ended it; the run goes on with the others."""
-        job._end(outcome)
+        """End `job` with its result or the exception that ended it; the run goes on with the others (a `Later`
+        outcome, its images' encoding, is built off the worker)."""
+        self.ended.add(job.id)
+        self.queue.finisher.end(job, outcome)
 
 
 def run_stream(queue: JobQueue, jobs: list[Job]) -> None:
@@ -65,11 +70,12 @@ def run_stream(queue: JobQueue, jobs: list[Job]) -> None:
     if not jobs:
         return
     error: BaseException | None = None
+    admission = Admission(queue, jobs[0].batch.key)
     try:
-        jobs[0].batch.stream(jobs, Admission(queue, jobs[0].batch.key))
+        jobs[0].batch.stream(jobs, admission)
     except BaseException as exc:  # the worker must survive any run's failure
         log.exception("continuous run of %d jobs failed", len(jobs))
         error = exc
     for job in queue.running:
-        if job.finished is None:
+        if job.finished is None and job.id not in admission.ended:
             job._end(error or RuntimeError("the continuous run ended without this job's result"))

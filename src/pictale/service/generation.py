@@ -16,6 +16,7 @@ from pictale.core.images import (
 from pictale.core.limits import SEED_MAX, check_finite
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
 from pictale.engine.demo.layout import DEMO_NAME, is_demo
+from pictale.jobs.finishing import Later
 from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
 from pictale.service import merging
@@ -28,9 +29,8 @@ from pictale.service.limits import check_spec
 from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog, unloadable_message
 from pictale.service.previews import LivePreviews, preview_every
 from pictale.service.profiles import profile_of_request
-from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
+from pictale.service.results import GenerationResult, encode_later, hires_params, infotext_params, make_infotext
 from pictale.service.styles import StyleStore
-from pictale.storage.infotext import encode_image
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class GenerationService:
         subseeds = [subseed + i for i in range(n)]
         return seeds, subseeds
 
-    def _generate(self, spec: GenerationSpec, job: Job, texts: PromptTexts) -> GenerationResult:
+    def _generate(self, spec: GenerationSpec, job: Job, texts: PromptTexts) -> Later:
         self._load_for(spec)
         job.check_cancelled()
         seeds, subseeds = self.resolve_seeds(spec)
@@ -338,8 +338,9 @@ class GenerationService:
         """Early in a run (its first quarter), start over when compatible requests came in since it started."""
         return step <= max(1, total // 4) and self.queue.should_regroup()
 
-    def _result(self, spec: GenerationSpec, texts: PromptTexts, out, overlay) -> GenerationResult:
-        """Infotexts and encoded images of an engine result (the same for a job alone or in a batch)."""
+    def _result(self, spec: GenerationSpec, texts: PromptTexts, out, overlay) -> Later:
+        """Infotexts of an engine result (the same for a job alone or in a batch), and its images to encode off
+        the worker (`Later`: the queue's finisher builds the GenerationResult while the next job runs)."""
         prompts, negatives = texts.shown_prompts, texts.shown_negatives
         images = out.images
         if overlay is not None:
@@ -361,16 +362,13 @@ class GenerationService:
                     "Masked content": ["fill", "original", "latent noise", "latent nothing"][spec.inpainting_fill],
                 }
             )
-        fmt = str(self.options.get("samples_format") or "png").lower()
-        infotexts, encoded = [], []
-        for i, img in enumerate(images):
-            params = infotext_params(spec, model, out.seeds[i], out.subseeds[i], extra)
-            text = make_infotext(prompts[i], negatives[i], params)
-            infotexts.append(text)
-            encoded.append(encode_image(img, text if self.options.get("enable_pnginfo", True) else None, fmt))
-        return GenerationResult(
+        infotexts = [
+            make_infotext(prompts[i], negatives[i], infotext_params(spec, model, out.seeds[i], out.subseeds[i], extra))
+            for i in range(len(images))
+        ]
+        result = GenerationResult(
             spec=spec,
-            images=encoded,
+            images=[],
             pil_images=images,
             infotexts=infotexts,
             prompts=prompts[: len(images)],
@@ -381,6 +379,8 @@ class GenerationService:
             interrupted=out.interrupted,
             extra_params={k: v for k, v in extra.items() if v is not None},
         )
+        fmt = str(self.options.get("samples_format") or "png").lower()
+        return encode_later(result, fmt, bool(self.options.get("enable_pnginfo", True)))
 
 
 def _per_image(values: list[str], n: int) -> list[str]:

@@ -10,7 +10,8 @@ from typing import Any
 from pictale import __version__
 from pictale.core.samplers import AUTOMATIC, default_schedule, schedule_label
 from pictale.core.types import GenerationSpec, Mode, ModelEntry
-from pictale.storage.infotext import build_infotext
+from pictale.jobs.finishing import Later
+from pictale.storage.infotext import build_infotext, encode_image
 
 VERSION = f"pictale-{__version__}"
 
@@ -157,3 +158,17 @@ def hires_params(spec: GenerationSpec) -> dict[str, Any]:
         "Hires prompt": h.prompt or None,
         "Hires negative prompt": h.negative_prompt or None,
     }
+
+
+def encode_later(result: GenerationResult, fmt: str, pnginfo: bool) -> Later:
+    """The result with its images still to encode (`result.images` filled by `build()`, off the worker): PNG
+    (or the A1111 `samples_format`), carrying each image's infotext unless `enable_pnginfo` is off."""
+
+    def build() -> GenerationResult:
+        texts = result.infotexts
+        result.images = [
+            encode_image(img, texts[i] if pnginfo else None, fmt) for i, img in enumerate(result.pil_images)
+        ]
+        return result
+
+    return Later(build)
