@@ -28,6 +28,7 @@ from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog, unloadab
 from pictale.service.previews import LivePreviews, preview_every
 from pictale.service.profiles import profile_of_request
 from pictale.service.results import GenerationResult, hires_params, infotext_params, make_infotext
+from pictale.service.speed.engine_setup import make_engine
 from pictale.service.styles import StyleStore
 from pictale.storage.infotext import encode_image
 
@@ -72,17 +73,7 @@ class GenerationService:
     @property
     def engine(self):
         if self._engine is None:
-            from pictale.engine.engine import Engine  # lazy: keeps torch out of API/CLI import time
-            from pictale.engine.families.flux.files import flux_options
-
-            self._engine = Engine(
-                device=self.settings.device,
-                dtype=self.settings.dtype,
-                ip_adapter_path=self.settings.ip_adapter_path,
-                controlnet_path=self.settings.controlnet_path,
-                t5_max_tokens=self.settings.t5_max_tokens,
-                flux=flux_options(self.settings),
-            )
+            self._engine = make_engine(self.settings)  # lazy: keeps torch out of API/CLI import time
         return self._engine
 
     def start(self) -> ModelEntry:
