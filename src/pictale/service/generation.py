@@ -362,7 +362,8 @@ class GenerationService:
             params = infotext_params(spec, model, out.seeds[i], out.subseeds[i], extra)
             text = make_infotext(prompts[i], negatives[i], params)
             infotexts.append(text)
-            encoded.append(encode_image(img, text if self.options.get("enable_pnginfo", True) else None, fmt))
+            shown = text if self.options.get("enable_pnginfo", True) else None
+            encoded.append(encode_image(img, shown, fmt, compress_level=self.settings.png_compress_level))
         return GenerationResult(
             spec=spec,
             images=encoded,
