@@ -12,6 +12,7 @@ run.sh drives it; each subcommand is one time-boxed phase writing WORK/results/<
     gpucheck.py server sd15|sdxl [--forced]   `python -m pictale serve` on it, same requests over HTTP
     gpucheck.py build|direct|server flux FLUX.1 [dev], bf16, with memory modes (flux_gpu.py)
     gpucheck.py train sd15|sdxl          LoRA training with LoraTrainer per GPU memory preset (train_gpu.py)
+    gpucheck.py speed sd15|sdxl compile|lowvram   `pictale serve --compile` / `--low-vram` rows (speed_gpu.py)
     gpucheck.py forced-serve -- serve ...     pictale's CLI with merged batches allowed on any device (a patch)
     gpucheck.py summary                  OUT/results.json, OUT/summary.txt, OUT/servers.log
 
@@ -1035,6 +1036,10 @@ PHASES = [
     "server_flux",
     "train_sd15",
     "train_sdxl",
+    "server_sd15_compile",
+    "server_sd15_lowvram",
+    "server_sdxl_compile",
+    "server_sdxl_lowvram",
 ]
 
 
@@ -1182,6 +1187,9 @@ def cmd_summary() -> None:
     import train_gpu
 
     lines.extend(train_gpu.summary_lines(res))
+    import speed_gpu
+
+    lines.extend(speed_gpu.summary_lines(res))
     text = "\n".join(lines) + "\n"
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "summary.txt").write_text(text)
@@ -1245,6 +1253,10 @@ def main() -> int:
         import train_gpu
 
         return run_phase(f"train_{rest[0]}", train_gpu.cmd_train, rest[0])
+    if cmd == "speed" and len(rest) == 2 and rest[0] in ("sd15", "sdxl") and rest[1] in ("compile", "lowvram"):
+        import speed_gpu
+
+        return run_phase(speed_gpu.phase_name(*rest), speed_gpu.cmd_speed, *rest)
     if cmd in ("build", "direct", "server") and rest and rest[0] in ("sd15", "sdxl"):
         family = rest[0]
         if cmd == "server":

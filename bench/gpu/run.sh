@@ -6,7 +6,8 @@
 #   bash bench/gpu/run.sh                 from the repo root; wheels in .whl/ (carried, git-ignored; prepare.sh)
 #   FAMILIES=flux bash bench/gpu/run.sh   only the Flux phases (FAMILIES: any of "sd15 sdxl flux", default all three)
 #   ROWS=train FAMILIES="sd15 sdxl" bash bench/gpu/run.sh   build + LoRA training rows only (ROWS: any of
-#                                         "serve train", default "serve": direct/server phases; train: train_gpu.py)
+#                                         "serve train speed", default "serve": direct/server phases; train:
+#                                         train_gpu.py; speed: direct + `serve --compile` / `--low-vram`, speed_gpu.py)
 #
 # Results: $OUT/results.json, $OUT/summary.txt, $OUT/log.txt, $OUT/servers.log ($OUT unset: /tmp/gpu-out).
 # Each phase is time-boxed and the whole run stops starting phases after LIMIT_S seconds (default 560).
@@ -126,6 +127,11 @@ else
       phase server_sd15_forced 100 40 server sd15 --forced
     fi
     row train && phase train_sd15 150 40 train sd15
+    if row speed; then
+      row serve || phase direct_sd15 100 30 direct sd15   # the eager reference: time, pixels, peak memory
+      phase server_sd15_compile 240 90 speed sd15 compile
+      phase server_sd15_lowvram 100 40 speed sd15 lowvram
+    fi
   fi
   if has sdxl; then
     phase build_sdxl 150 50 build sdxl
@@ -134,6 +140,11 @@ else
       phase server_sdxl 120 45 server sdxl
     fi
     row train && phase train_sdxl 240 60 train sdxl
+    if row speed; then
+      row serve || phase direct_sdxl 100 35 direct sdxl
+      phase server_sdxl_compile 300 120 speed sdxl compile
+      phase server_sdxl_lowvram 120 45 speed sdxl lowvram
+    fi
   fi
   if has flux; then
     # full size: ~16.8B parameters in bf16 (34 GiB), saved to $WORK/models (~32 GiB of disk)

@@ -79,6 +79,7 @@ def test_server_info_needs_no_key_and_says_what_the_ui_needs(client):
         "model": body["model"],
         "demo": False,
         "notes": [],
+        "speed": {"compiled": False, "compile_seconds": None, "compile_sizes": [], "low_vram": False, "notes": []},
     }
     assert body["model"].startswith("tiny")
 

@@ -125,11 +125,24 @@ def serve(
             help="On CUDA, never merge requests: each image equals its request run alone (merged: within 1/255).",
         ),
     ] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile", help="torch.compile the UNet and VAE decoder at load (GPU speed).")
+    ] = None,
+    compile_sizes: Annotated[
+        str | None, typer.Option(help="Sizes compiled at start-up, e.g. 512x512,768x768 (the model's default).")
+    ] = None,
+    compile_lora_rank: Annotated[int | None, typer.Option(help="Compiled mode: largest LoRA rank (64).")] = None,
+    compile_lora_slots: Annotated[int | None, typer.Option(help="Compiled mode: LoRAs per image (2).")] = None,
+    low_vram: Annotated[
+        bool | None, typer.Option("--low-vram", help="6-8 GB cards: model CPU offload, VAE tiling and slicing.")
+    ] = None,
+    png_compress_level: Annotated[int | None, typer.Option(help="PNG zlib level 0-9 (1: fast).")] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
     from pictale.api.app import create_app
     from pictale.cli import serving
+    from pictale.service.speed import speed_notes
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     settings = make_settings(
@@ -165,6 +178,12 @@ def serve(
         gallery_max_images=gallery_max_images,
         continuous_batching=continuous_batching,
         deterministic=deterministic,
+        compile=compile,
+        compile_sizes=compile_sizes,
+        compile_lora_rank=compile_lora_rank,
+        compile_lora_slots=compile_lora_slots,
+        low_vram=low_vram,
+        png_compress_level=png_compress_level,
         # `pictale --log-level X serve` (or PICTALE_LOG_LEVEL) when serve's own flag is not given
         log_level=log_level or ctx.find_root().params.get("log_level"),
     )
@@ -180,6 +199,7 @@ def serve(
         lines.append(f"auth: {web_app.state.auth.describe()}")
         llm = settings.llm_base_url or "none (keyword prompts; set --llm-base-url)"
         lines.append(f"story LLM: {llm}")
+        lines.extend(f"speed: {note}" for note in speed_notes(svc))
         style = "green"
         for note in svc.startup_notes:
             lines.append(f"\n[bold red]{note}[/bold red]")

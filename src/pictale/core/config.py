@@ -109,6 +109,22 @@ class Settings(BaseSettings):
     flux_memory: str = "auto"
     """How a Flux model is held: auto (from free VRAM), full, offload, fp8, sequential (see families/flux/memory.py)."""
 
+    # -- speed and memory (engine/speed/) ---------------------------------------------------------
+    compile: bool = False
+    """torch.compile the denoiser (SD 1.5/SDXL UNet) and the VAE decoder at load, warmed up at `compile_sizes`."""
+    compile_sizes: str | None = None
+    """WIDTHxHEIGHT[,WxH...] compiled at start-up (default: the model's default size); other sizes compile on use."""
+    compile_lora_rank: int = 64
+    """Compiled mode: the largest LoRA rank an avatar may have (LoRAs are hot-swapped into slots of this rank)."""
+    compile_lora_slots: int = 2
+    """Compiled mode: LoRA avatars one image may use at once (each slot costs a little on every step)."""
+    compile_backend: str = "inductor"
+    """torch.compile backend (inductor; aot_eager and eager only check the wiring)."""
+    low_vram: bool = False
+    """6-8 GB cards (SD 1.5/SDXL): model CPU offload (CUDA) and VAE tiling and slicing."""
+    png_compress_level: int = 1
+    """zlib level of PNG responses, 0-9 (1: fast, a little larger; Pillow's default is 6)."""
+
     # -- stories ------------------------------------------------------------------------------------
     llm_base_url: str | None = None
     """An OpenAI-compatible chat endpoint that writes scene prompts and stories (LM Studio, Ollama, llama.cpp,
@@ -170,6 +186,24 @@ class Settings(BaseSettings):
         if v.strip().lower() not in modes:
             raise ValueError(f"flux_memory must be one of {', '.join(modes)}")
         return v.strip().lower()
+
+    @field_validator("compile_sizes")
+    @classmethod
+    def _compile_sizes(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from pictale.core.sizes import parse_sizes
+
+        parse_sizes(v)  # raises ValueError naming the bad entry
+        return v.strip()
+
+    @field_validator("compile_lora_rank", "compile_lora_slots", "png_compress_level")
+    @classmethod
+    def _speed_ranges(cls, v: int, info) -> int:
+        low, high = {"compile_lora_rank": (1, 1024), "compile_lora_slots": (0, 8)}.get(info.field_name, (0, 9))
+        if not low <= v <= high:
+            raise ValueError(f"{info.field_name} must be between {low} and {high}")
+        return v
 
     @property
     def models_path(self) -> Path:

@@ -46,6 +46,8 @@ from pictale.engine.runtime import (
     uses_cfg,
     variation_latents,
 )
+from pictale.engine.speed.apply import apply_speed
+from pictale.engine.speed.options import SpeedOptions
 from pictale.engine.text_encoding import encode_prompts
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class Engine:
         controlnet_path: Path | None = None,
         t5_max_tokens: int = t5_family.DEFAULT_T5_TOKENS,
         flux: FluxOptions | None = None,
+        speed: SpeedOptions | None = None,
     ) -> None:
         quiet_loading_bars()
         self.device = pick_device(device)
@@ -88,6 +91,10 @@ class Engine:
         self._adapter_paths = (ip_adapter_path, controlnet_path)
         """The user's adapter folders; the demo model uses its own (`demo.layout.adapter_roots`)."""
         self._job = JobAdapters()
+        self._speed = speed or SpeedOptions()
+        """--compile / --low-vram (`engine.speed`), applied on each load; what they did: `speed_notes`/`_report`."""
+        self.speed_notes: list[str] = []
+        self.speed_report: dict = {}
 
     # -- model lifecycle -------------------------------------------------------------------------
 
@@ -133,6 +140,8 @@ class Engine:
         unet = getattr(pipe, "unet", None)
         dims = unet_dims(unet, entry.model_name, self.family) if unet is not None else None
         self._adapters.use(*adapter_roots(entry, *self._adapter_paths), dims)
+        if self._speed.active:
+            self.speed_notes, self.speed_report = apply_speed(self, pipe, self._speed)
         memory = getattr(pipe, "pictale_memory_mode", None)
         log.info("loaded %s (%s) on %s/%s%s", entry.title, self.family, self.device, self.dtype,
                  f"; memory: {memory}" if memory else "")  # fmt: skip
@@ -155,6 +164,7 @@ class Engine:
         self._pipe = None
         self.entry = None
         self.flux_variant = None
+        self.speed_notes, self.speed_report = [], {}
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -30,6 +30,7 @@ from pictale.service.models import A1111_OPTION_DEFAULTS, ModelCatalog, unloadab
 from pictale.service.previews import LivePreviews, preview_every
 from pictale.service.profiles import profile_of_request
 from pictale.service.results import GenerationResult, encode_later, hires_params, infotext_params, make_infotext
+from pictale.service.speed.engine_setup import make_engine
 from pictale.service.styles import StyleStore
 
 log = logging.getLogger(__name__)
@@ -73,17 +74,7 @@ class GenerationService:
     @property
     def engine(self):
         if self._engine is None:
-            from pictale.engine.engine import Engine  # lazy: keeps torch out of API/CLI import time
-            from pictale.engine.families.flux.files import flux_options
-
-            self._engine = Engine(
-                device=self.settings.device,
-                dtype=self.settings.dtype,
-                ip_adapter_path=self.settings.ip_adapter_path,
-                controlnet_path=self.settings.controlnet_path,
-                t5_max_tokens=self.settings.t5_max_tokens,
-                flux=flux_options(self.settings),
-            )
+            self._engine = make_engine(self.settings)  # lazy: keeps torch out of API/CLI import time
         return self._engine
 
     def start(self) -> ModelEntry:
@@ -380,7 +371,8 @@ class GenerationService:
             extra_params={k: v for k, v in extra.items() if v is not None},
         )
         fmt = str(self.options.get("samples_format") or "png").lower()
-        return encode_later(result, fmt, bool(self.options.get("enable_pnginfo", True)))
+        pnginfo = bool(self.options.get("enable_pnginfo", True))
+        return encode_later(result, fmt, pnginfo, self.settings.png_compress_level)
 
 
 def _per_image(values: list[str], n: int) -> list[str]:

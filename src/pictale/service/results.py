@@ -160,14 +160,16 @@ def hires_params(spec: GenerationSpec) -> dict[str, Any]:
     }
 
 
-def encode_later(result: GenerationResult, fmt: str, pnginfo: bool) -> Later:
-    """The result with its images still to encode (`result.images` filled by `build()`, off the worker): PNG
-    (or the A1111 `samples_format`), carrying each image's infotext unless `enable_pnginfo` is off."""
+def encode_later(result: GenerationResult, fmt: str, pnginfo: bool, compress_level: int = 1) -> Later:
+    """The result with its images still to encode (`result.images` filled by `build()`, off the worker): PNG at
+    `compress_level` (or the A1111 `samples_format`), carrying each image's infotext unless `enable_pnginfo` is
+    off."""
 
     def build() -> GenerationResult:
         texts = result.infotexts
         result.images = [
-            encode_image(img, texts[i] if pnginfo else None, fmt) for i, img in enumerate(result.pil_images)
+            encode_image(img, texts[i] if pnginfo else None, fmt, compress_level=compress_level)
+            for i, img in enumerate(result.pil_images)
         ]
         return result
 

@@ -15,6 +15,7 @@ from pictale.api.auth import require_auth
 from pictale.api.deps import service
 from pictale.core.types import Principal
 from pictale.engine.demo.layout import is_demo
+from pictale.service.speed import speed_info
 
 router = APIRouter(prefix="/v1", tags=["server"])
 Caller = Annotated[Principal, Depends(require_auth)]
@@ -22,8 +23,9 @@ Caller = Annotated[Principal, Depends(require_auth)]
 
 @router.get("/server")
 def server_info(request: Request) -> dict[str, Any]:
-    """The version, whether requests need credentials, the loaded model (`demo`: the tiny random-weight demo)
-    and the start-up notes."""
+    """The version, whether requests need credentials, the loaded model (`demo`: the tiny random-weight demo),
+    the start-up notes and the speed modes in effect (`speed`: compiled, compile_seconds, compile_sizes, low_vram,
+    notes)."""
     svc = service(request)
     entry = svc.current_model
     return {
@@ -33,6 +35,7 @@ def server_info(request: Request) -> dict[str, Any]:
         "model": entry.title if entry is not None else None,
         "demo": is_demo(entry),
         "notes": list(svc.startup_notes),
+        "speed": speed_info(svc),
     }
 
 

@@ -138,6 +138,8 @@ class AvatarAdapters:
         self._embedding_digests: set[str] = set()
         self._controlnets: dict[str, object] = {}
         self._cn_pipes: dict[tuple[Mode, int], object] = {}
+        self.lora_slots = None
+        """Compiled UNet: LoRAs go into hot-swapped slots (`speed.lora_slots.LoraSlots`), set after `use`."""
 
     def use(self, ip_adapter_path: Path | None, controlnet_path: Path | None, dims: ModelDims | None) -> None:
         """Adapter folders and shapes for the model just loaded (the demo has its own folders, beside it)."""
@@ -157,6 +159,7 @@ class AvatarAdapters:
         self._embedding_digests.clear()
         self._controlnets.clear()
         self._cn_pipes.clear()
+        self.lora_slots = None
         self.ip.reset()
         self.sd3_ip.reset()
         self.flux_ip.reset()
@@ -234,6 +237,8 @@ class AvatarAdapters:
     # -- LoRA ------------------------------------------------------------------------------------
 
     def _apply_loras(self, pipe, family: str, loras: list[tuple[AvatarRef, float]]) -> tuple:
+        if self.lora_slots is not None:
+            return self.lora_slots.apply(pipe, family, loras, _single_file)
         keep = {lora_adapter_name(ref.digest) for ref, _ in loras}
         names = [self._load_lora(pipe, family, ref, keep) for ref, _ in loras]
         active = tuple(zip(names, (float(w) for _, w in loras), strict=True))
