@@ -191,3 +191,12 @@ def test_flux_requests_share_a_continuous_run_through_the_service(tiny_models, t
         alone = [svc.generate(spec) for spec in specs]
     for got, want in zip(results, alone, strict=True):
         assert got.images == want.images and got.infotexts == want.infotexts  # PNG bytes too
+
+
+def test_stream_keys_let_distilled_guidance_differ_but_not_the_t5_length():
+    from pictale.service.batching import stream_key
+
+    base = GenerationSpec(prompt="a cat", steps=4, width=64, height=64, t5_tokens=256)
+    other = GenerationSpec(prompt="a dog", steps=9, width=64, height=64, t5_tokens=256, distilled_cfg_scale=6.0)
+    assert stream_key(base) is not None and stream_key(base) == stream_key(other)
+    assert stream_key(base) != stream_key(GenerationSpec(prompt="a cat", width=64, height=64, t5_tokens=512))
