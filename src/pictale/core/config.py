@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     batch_max: int = 8
     """Most images the worker runs as one batch when queued requests can share it."""
     continuous_batching: bool = True
-    """Euler, Euler a and DPM++ 2M txt2img requests on SD 1.5/SDXL join a running batch between denoising steps and
-    leave when their own steps are done (engine.stepping); off: they merge whole runs like the other samplers."""
+    """Euler, Euler a and DPM++ 2M txt2img requests on SD 1.5/SDXL (and those that run flow Euler on SD3 and FLUX.1)
+    join a running batch between denoising steps and leave when their own steps are done (engine.stepping); off:
+    they merge whole runs like the other samplers."""
     deterministic: bool = False
     """Where merged rows are not bit-identical to lone runs (CUDA, half precision: up to the 1/255 diffusers' own
     batches differ by), run every request alone. On the CPU in float32 merged rows are identical anyway."""

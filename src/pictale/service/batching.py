@@ -35,10 +35,10 @@ _IMAGE_AVATARS = frozenset({AvatarKind.FACE, AvatarKind.STYLE, AvatarKind.POSE})
 def stream_key(spec: GenerationSpec) -> Hashable | None:
     """Equal keys: the requests may share a continuous run (engine.stepping), joining and leaving between steps.
 
-    Besides prompts and seeds they may differ in steps, CFG scale and the sampler among `STEPPED_SAMPLERS`; the
-    rest is what one denoiser call needs equal (model, size, LoRA and embedding avatars with their weights, clip
-    skip, tiling). None: today's whole-batch merging (`batch_key`) or alone. Unlike `batch_key`, no owner goes
-    in: A1111 interrupt and skip stop one row, never the run.
+    Besides prompts and seeds they may differ in steps, CFG scale, FLUX.1 dev's distilled guidance and the sampler
+    among `STEPPED_SAMPLERS`; the rest is what one denoiser call needs equal (model, size, LoRA and embedding
+    avatars with their weights, clip skip, tiling, the T5 length). None: today's whole-batch merging (`batch_key`)
+    or alone. Unlike `batch_key`, no owner goes in: A1111 interrupt and skip stop one row, never the run.
     """
     if batch_key(spec) is None or spec.sampler not in STEPPED_SAMPLERS:
         return None
@@ -47,6 +47,6 @@ def stream_key(spec: GenerationSpec) -> Hashable | None:
     avatars = tuple(sorted((a.kind.value, a.digest, a.token or "", a.weight) for a in spec.avatars))
     rest = replace(
         spec, prompt="", negative_prompt="", seed=-1, subseed=-1, batch_size=1, styles=(), avatars=(),
-        steps=0, cfg_scale=0.0, sampler="", scheduler="",
+        steps=0, cfg_scale=0.0, distilled_cfg_scale=None, sampler="", scheduler="",
     )  # fmt: skip
     return ("stepped", rest, avatars)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -10,9 +9,11 @@ import torch
 
 from pictale.core.errors import JobCancelled, ModelLoadError
 from pictale.core.types import Mode
-from pictale.engine.batching import BatchItem, row_groups, split_batch
-from pictale.engine.hires import decode_latents
+from pictale.engine.batching import BatchItem
+from pictale.engine.families.flux.generate import pipeline as flux_pipeline
+from pictale.engine.families.support import T5_FAMILIES
 from pictale.engine.run import EngineResult
+from pictale.engine.stepping.flow import make_flow_row
 from pictale.engine.stepping.rows import Row, can_step, make_row
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,16 @@ def generate_stream(engine, items: list[BatchItem], admit: Admit, finish: Finish
     if all(can_step(engine, item.spec) for item in items):
         run_stream(engine, items, admit, finish)
         return
+    merge_whole(engine, items, finish)
+
+
+def merge_whole(engine, items: list[BatchItem], finish: Finish) -> None:
+    """`items` through whole-batch merging, grouped by what it needs equal (engine.batching.check_batchable)."""
     groups: dict[tuple, list[BatchItem]] = {}
-    for item in items:  # whole-batch merging needs these equal (engine.batching.check_batchable)
+    for item in items:
         s = item.spec
-        groups.setdefault((s.steps, s.cfg_scale, s.sampler, s.scheduler), []).append(item)
+        key = (s.steps, s.cfg_scale, s.sampler, s.scheduler, s.distilled_cfg_scale)
+        groups.setdefault(key, []).append(item)
     for group in groups.values():
         try:
             outs = engine.generate_batch(group) if len(group) > 1 else [engine._alone(group[0])]
@@ -46,17 +53,22 @@ def run_stream(engine, items: list[BatchItem], admit: Admit, finish: Finish) -> 
     """The loop itself; every item must pass `can_step` and share the caller's compatibility key."""
     spec = items[0].spec
     engine._job = engine._adapters.apply(engine._pipe, engine.family, spec.avatars)
-    if engine._job.ip_embeds or engine._job.poses:
+    if engine._job.ip_embeds or engine._job.poses or getattr(engine._job, "flux_ip", None):
         raise ValueError("stepped batches take no IP-Adapter or ControlNet avatars")
-    pipe = engine._pipeline(Mode.TXT2IMG)
-    engine._set_tiling(spec.tiling)
+    pipe = flux_pipeline(engine, "txt2img") if engine.family == "flux" else engine._pipeline(Mode.TXT2IMG)
+    if engine.family not in T5_FAMILIES:
+        engine._set_tiling(spec.tiling)  # the T5 families ignore tiling (their infotext says so)
     identical = engine.batches_identically
     pending: list[Row] = []
     active: list[Row] = []
+    deferred: list[BatchItem] = []  # newcomers of the same key this loop cannot step (SD3 DPM++ 2M): merged after
     newcomers = list(items)
     with torch.inference_mode():
         while True:
             for item in newcomers:
+                if not can_step(engine, item.spec):
+                    deferred.append(item)
+                    continue
                 row = _prepare(engine, pipe, item, finish)
                 if row is not None:
                     pending.append(row)
@@ -74,7 +86,7 @@ def run_stream(engine, items: list[BatchItem], admit: Admit, finish: Finish) -> 
                     continue
                 newcomers = admit()
                 if not newcomers:
-                    return
+                    break
                 continue
             try:
                 _step(pipe, active, identical)
@@ -87,6 +99,8 @@ def run_stream(engine, items: list[BatchItem], admit: Admit, finish: Finish) -> 
                 if _after_step(pipe, row, identical, finish):
                     active.remove(row)
             newcomers = admit()
+    if deferred:
+        merge_whole(engine, deferred, finish)
 
 
 def _prepare(engine, pipe, item: BatchItem, finish: Finish) -> Row | None:
@@ -94,39 +108,17 @@ def _prepare(engine, pipe, item: BatchItem, finish: Finish) -> Row | None:
         finish(item, JobCancelled("cancelled"))
         return None
     try:
+        if engine.family in T5_FAMILIES:
+            return make_flow_row(engine, pipe, item)
         return make_row(engine, pipe, item)
     except Exception as exc:  # this request's own problem (its prompt, its seeds): only it fails
         finish(item, exc)
         return None
 
 
-def _step(pipe, rows: list[Row], identical: bool) -> None:
-    """One UNet call for every row, then each row's CFG and scheduler step."""
-    x = torch.cat([row.model_input() for row in rows])
-    ts = [row.t for row in rows]
-    dtype = ts[0].dtype if all(t.dtype == ts[0].dtype for t in ts) else torch.float32
-    counts = torch.tensor([row.rows for row in rows], device=x.device)
-    # A lone call's scalar timestep is expanded to one per row by the UNet: per-row values change no arithmetic.
-    t = torch.stack([t.to(dtype) for t in ts]).to(x.device).repeat_interleave(counts)
-    embeds = torch.cat([row.embeds for row in rows])
-    added = None
-    if rows[0].added is not None:
-        added = {k: torch.cat([row.added[k] for row in rows]) for k in rows[0].added}
-    groups, offset = [], 0
-    for row in rows:
-        groups.extend(row.groups(offset))
-        offset += row.rows
-    split = identical and len(groups) > 1
-    denoise = split_batch([pipe.unet], [torch.tensor(g) for g in groups]) if split else contextlib.nullcontext()
-    with denoise:
-        noise = pipe.unet(
-            x, t, encoder_hidden_states=embeds, timestep_cond=None, cross_attention_kwargs=None,
-            added_cond_kwargs=added, return_dict=False,
-        )[0]  # fmt: skip
-    offset = 0
-    for row in rows:
-        row.advance(noise[offset : offset + row.rows])
-        offset += row.rows
+def _step(pipe, rows: list, identical: bool) -> None:
+    """One denoiser call for every row, then each row's CFG and scheduler step (the rows' kind does both)."""
+    type(rows[0]).step_all(pipe, rows, identical)
 
 
 def _after_step(pipe, row: Row, identical: bool, finish: Finish) -> bool:
@@ -146,20 +138,12 @@ def _after_step(pipe, row: Row, identical: bool, finish: Finish) -> bool:
             control.on_step(step, total, 0, 1)
         if not (stopped or row.done):
             return False
-        images = _decode(pipe, row.latents, identical)
+        images = row.decode(pipe, identical)
         interrupted = control.interrupted()
         if stopped and not interrupted:
             control.clear_skip()
         item = row.item
-        finish(item, EngineResult(images, item.seeds, item.subseeds, interrupted))
+        finish(item, EngineResult(images, item.seeds, item.subseeds, interrupted, dict(row.notes)))
     except Exception as exc:  # its callbacks or its decode: only this request fails
         finish(row.item, exc)
     return True
-
-
-def _decode(pipe, latents: torch.Tensor, identical: bool) -> list:
-    """The row's images as its own call decodes them (one group per image where batches are verified identical)."""
-    n = latents.shape[0]
-    per_image = split_batch([pipe.vae], row_groups([1] * n, False)) if identical and n > 1 else contextlib.nullcontext()
-    with per_image:
-        return decode_latents(pipe, latents)

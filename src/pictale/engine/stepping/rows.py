@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,10 +12,12 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retri
 from pictale.core.samplers import STEPPED_SAMPLERS
 from pictale.core.types import AvatarKind, GenerationSpec, Mode
 from pictale.engine import samplers
-from pictale.engine.batching import BatchItem
+from pictale.engine.batching import BatchItem, row_groups, split_batch
 from pictale.engine.families.support import T5_FAMILIES
+from pictale.engine.hires import decode_latents
 from pictale.engine.previews import watch_x0
 from pictale.engine.runtime import uses_cfg
+from pictale.engine.stepping.flow import can_step_flow
 
 __all__ = ["STEPPED_SAMPLERS", "Row", "can_step", "make_row"]
 
@@ -24,12 +27,12 @@ _IMAGE_AVATARS = frozenset({AvatarKind.FACE, AvatarKind.STYLE, AvatarKind.POSE})
 
 def can_step(engine, spec: GenerationSpec) -> bool:
     """True when `spec` runs in the stepped loop on the loaded model (else whole-batch merging)."""
+    if engine.family in T5_FAMILIES:
+        return can_step_flow(engine, spec)
     pipe = engine._pipe
     unet = getattr(pipe, "unet", None)
     return (
         unet is not None
-        and engine.family not in T5_FAMILIES
-        and engine.family != "flux"
         and getattr(unet.config, "time_cond_proj_dim", None) is None
         and spec.mode is Mode.TXT2IMG
         and spec.hires is None
@@ -56,6 +59,8 @@ class Row:
     step_kwargs: dict
     x0: dict | None
     index: int = 0
+    notes: dict = field(default_factory=dict)
+    """Infotext entries of its result (none on the UNet path)."""
 
     @property
     def images(self) -> int:
@@ -98,6 +103,42 @@ class Row:
             noise_pred = uncond + self.item.spec.cfg_scale * (text - uncond)
         self.latents = self.scheduler.step(noise_pred, self.t, self.latents, **self.step_kwargs, return_dict=False)[0]
         self.index += 1
+
+    @staticmethod
+    def step_all(pipe, rows: list[Row], identical: bool) -> None:
+        """One UNet call for every row, then each row's CFG and scheduler step."""
+        x = torch.cat([row.model_input() for row in rows])
+        ts = [row.t for row in rows]
+        dtype = ts[0].dtype if all(t.dtype == ts[0].dtype for t in ts) else torch.float32
+        counts = torch.tensor([row.rows for row in rows], device=x.device)
+        # A lone call's scalar timestep is expanded to one per row by the UNet: per-row values change no arithmetic.
+        t = torch.stack([t.to(dtype) for t in ts]).to(x.device).repeat_interleave(counts)
+        embeds = torch.cat([row.embeds for row in rows])
+        added = None
+        if rows[0].added is not None:
+            added = {k: torch.cat([row.added[k] for row in rows]) for k in rows[0].added}
+        groups, offset = [], 0
+        for row in rows:
+            groups.extend(row.groups(offset))
+            offset += row.rows
+        split = identical and len(groups) > 1
+        denoise = split_batch([pipe.unet], [torch.tensor(g) for g in groups]) if split else contextlib.nullcontext()
+        with denoise:
+            noise = pipe.unet(
+                x, t, encoder_hidden_states=embeds, timestep_cond=None, cross_attention_kwargs=None,
+                added_cond_kwargs=added, return_dict=False,
+            )[0]  # fmt: skip
+        offset = 0
+        for row in rows:
+            row.advance(noise[offset : offset + row.rows])
+            offset += row.rows
+
+    def decode(self, pipe, identical: bool) -> list:
+        """Its images as its own call decodes them (one group per image where batches are verified identical)."""
+        n = self.images
+        per_image = split_batch([pipe.vae], row_groups([1] * n, False)) if identical and n > 1 else None
+        with per_image or contextlib.nullcontext():
+            return decode_latents(pipe, self.latents)
 
 
 def make_row(engine, pipe, item: BatchItem) -> Row:
