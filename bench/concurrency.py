@@ -152,15 +152,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
+    global SIZE, STEPS
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=64, help="requests per measurement")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; the machine's noise hits every row alike")
+    ap.add_argument("--size", type=int, default=SIZE, help="image size in px (64: per-request overhead dominates)")
+    ap.add_argument("--steps", type=int, default=STEPS)
     args = ap.parse_args()
+    SIZE, STEPS = args.size, args.steps
     n = args.requests
+    room = {"PICTALE_QUEUE_SIZE": str(4 * n)}  # a Poisson burst must never meet a 429
     configs = [
-        ("continuous", {}),
-        ("whole-batch", {"PICTALE_CONTINUOUS_BATCHING": "false"}),
-        ("no batching", {"PICTALE_BATCH_MAX": "1"}),
+        ("continuous", room),
+        ("whole-batch", {**room, "PICTALE_CONTINUOUS_BATCHING": "false"}),
+        ("no batching", {**room, "PICTALE_BATCH_MAX": "1"}),
     ]
     rates: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
