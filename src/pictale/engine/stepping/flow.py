@@ -32,6 +32,7 @@ from pictale.engine.families.flow_samplers import FLUX_PIPELINE_ARGS, NATIVE, fl
 from pictale.engine.families.support import check_avatars
 from pictale.engine.hires import decode_latents
 from pictale.engine.previews import watch_x0
+from pictale.engine.stepping.base import RowSteps
 
 __all__ = ["FluxRow", "SD3Row", "can_step_flow", "make_flow_row"]
 
@@ -65,7 +66,7 @@ def can_step_flow(engine, spec: GenerationSpec) -> bool:
 
 
 @dataclass
-class _FlowRow:
+class _FlowRow(RowSteps):
     """What a flow pipeline call holds between two steps, for one request."""
 
     item: BatchItem
@@ -78,27 +79,6 @@ class _FlowRow:
     x0: dict | None
     notes: dict = field(default_factory=dict)
     index: int = 0
-
-    @property
-    def images(self) -> int:
-        return self.latents.shape[0]
-
-    @property
-    def rows(self) -> int:
-        return self.images * (2 if self.cfg else 1)
-
-    @property
-    def shape(self) -> tuple:
-        """What the other rows of one call must share: the T5 length (and width) of the embeddings."""
-        return tuple(self.embeds.shape[1:])
-
-    @property
-    def done(self) -> bool:
-        return self.index >= len(self.timesteps)
-
-    @property
-    def t(self) -> torch.Tensor:
-        return self.timesteps[self.index]
 
     def model_input(self) -> torch.Tensor:
         return torch.cat([self.latents] * 2) if self.cfg else self.latents

@@ -17,6 +17,7 @@ from pictale.engine.families.support import T5_FAMILIES
 from pictale.engine.hires import decode_latents
 from pictale.engine.previews import watch_x0
 from pictale.engine.runtime import uses_cfg
+from pictale.engine.stepping.base import RowSteps
 from pictale.engine.stepping.flow import can_step_flow
 
 __all__ = ["STEPPED_SAMPLERS", "Row", "can_step", "make_row"]
@@ -44,7 +45,7 @@ def can_step(engine, spec: GenerationSpec) -> bool:
 
 
 @dataclass
-class Row:
+class Row(RowSteps):
     """A request in the loop: what its own pipeline call would hold between two steps."""
 
     item: BatchItem
@@ -61,28 +62,6 @@ class Row:
     index: int = 0
     notes: dict = field(default_factory=dict)
     """Infotext entries of its result (none on the UNet path)."""
-
-    @property
-    def images(self) -> int:
-        return self.latents.shape[0]
-
-    @property
-    def rows(self) -> int:
-        """Rows of the UNet batch this request takes."""
-        return self.images * (2 if self.cfg else 1)
-
-    @property
-    def shape(self) -> tuple:
-        """What the other rows of one UNet call must share: the embeddings' length and width."""
-        return tuple(self.embeds.shape[1:])
-
-    @property
-    def done(self) -> bool:
-        return self.index >= len(self.timesteps)
-
-    @property
-    def t(self) -> torch.Tensor:
-        return self.timesteps[self.index]
 
     def model_input(self) -> torch.Tensor:
         """The UNet input of this request's next step, as its own pipeline call makes it."""
