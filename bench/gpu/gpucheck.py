@@ -1149,7 +1149,7 @@ def cmd_summary() -> None:
     add(
         f"SD1.5 {SIZE['sd15']}px throughput (img/s): direct batch of {BATCH}: {_f(direct_b)} | direct one at a time: {_f(direct_1)}"
     )
-    for name, r in (("pictale default (no merging on CUDA)", s), ("pictale merged batches FORCED (patch)", f)):
+    for name, r in (("pictale default (continuous batching)", s), ("pictale, CPU bit-identity path FORCED", f)):
         rate = r.get("conc_img_per_s")
         add(
             f"  {name:38} {_f(rate)} img/s = {_f(_ratio(rate, direct_b), '{:.3f}')} x direct batch, "
