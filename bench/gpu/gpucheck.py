@@ -821,15 +821,7 @@ def cmd_server(ph: Phase, family: str, forced: bool = False) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=600) as http:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}: {_tail(server_log, 15)}")
-                try:
-                    if http.get("/sdapi/v1/options", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.25)
+            wait_up(http, proc, server_log)
             start_s = time.perf_counter() - t0
             loaded = re.findall(r"loaded (.+?) \((\w+)\) on (\S+?)/(\S+)", server_log.read_text(errors="replace"))
             ph.set(
@@ -938,6 +930,21 @@ def _tail(path: Path, n: int) -> str:
         return " | ".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return ""
+
+
+def wait_up(http, proc, server_log, poll: float = 0.25) -> None:
+    """Until the server answers `/sdapi/v1/options` (its log's tail in the error if it exits first)."""
+    import httpx
+
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {_tail(server_log, 15)}")
+        try:
+            if http.get("/sdapi/v1/options", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll)
 
 
 def _drive(base: str, clients: int, requests: int, size: int, seed0: int):

@@ -60,7 +60,7 @@ def cmd_speed(ph, family: str, mode: str) -> None:
     (g.WORK / "server.pid").write_text(str(proc.pid))
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
-            _wait_up(http, proc, server_log)
+            g.wait_up(http, proc, server_log, poll=0.5)
             start_s = time.perf_counter() - t0
             speed = http.get("/v1/server").json().get("speed", {})
             ph.set(start_s=round(start_s, 2), speed=speed, nvsmi_after_load_mib=mem.read())
@@ -115,20 +115,6 @@ def cmd_speed(ph, family: str, mode: str) -> None:
             proc.kill()
             proc.wait(10)
         (g.WORK / "server.pid").unlink(missing_ok=True)
-
-
-def _wait_up(http, proc, server_log) -> None:
-    import httpx
-
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {g._tail(server_log, 15)}")
-        try:
-            if http.get("/sdapi/v1/options", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
 
 
 def _speed_lines(server_log) -> list[str]:
