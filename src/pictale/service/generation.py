@@ -19,9 +19,9 @@ from pictale.engine.demo.layout import DEMO_NAME, is_demo
 from pictale.jobs.finishing import Later
 from pictale.jobs.queue import Batchable, Job, JobQueue
 from pictale.prompt.compile import compile_negative, compile_prompt
-from pictale.service import merging
 from pictale.service.avatars import OwnerResolver, avatar_infotext
 from pictale.service.batching import batch_key, stream_key
+from pictale.service.batching import runs as merging
 from pictale.service.characters import expand_characters
 from pictale.service.flux import distilled_infotext, fit_flux_job
 from pictale.service.img2img import prepare_images
