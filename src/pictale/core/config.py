@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -135,13 +135,50 @@ class Settings(BaseSettings):
     llm_timeout: float = 60.0
     clip_model: str | None = None
     """CLIP model that scores book pages (local path or hub id; default MODELS_DIR/CLIP, "tiny" for tests)."""
+    # Ray Serve (`pictale serve --ray`, `pictale.cluster`): one ingress replica holds the queue and the jobs; the
+    # generation work runs on `ray_replicas` worker replicas.
+    ray_address: str | None = None
+    """Set by `--ray [ADDRESS]`: "local" starts a Ray on this machine; else a cluster address ("auto", host:port)."""
+    ray_replicas: int = 1
+    """Worker replicas (fixed); with ray_max_replicas above ray_min_replicas, Serve autoscales between them."""
+    ray_min_replicas: int | None = None
+    ray_max_replicas: int | None = None
+    ray_gpus_per_replica: float | None = None
+    """GPUs per worker replica; unset: 1 when the Ray cluster has GPUs, else 0 (CPU replicas)."""
+    ray_cpus_per_replica: float = 1.0
+    ray_ingress_cpus: float = 0.5
+    ray_max_ongoing: int = 1
+    """Jobs one worker replica takes at once (a GPU runs one; more would only queue inside it)."""
+    ray_avatar_sets_per_replica: int = 8
+    """Model + avatar sets a replica keeps routed to itself (Serve model multiplexing, least recently used go)."""
+    ray_retries: int = 1
+    """Times a job whose replica died is run again on another replica (same seeds: the same images)."""
+    ray_threads_per_replica: int | None = None
+    """torch threads in each worker replica (unset: Ray's default, the replica's CPUs)."""
 
-    @field_validator("max_prompt_chars", "max_image_pixels", "max_width", "max_height", "queue_size")
+    @field_validator(
+        "max_prompt_chars", "max_image_pixels", "max_width", "max_height", "queue_size", "ray_replicas",
+        "ray_max_ongoing", "ray_avatar_sets_per_replica",
+    )  # fmt: skip
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
         return v
+
+    @field_validator("ray_min_replicas", "ray_max_replicas")
+    @classmethod
+    def _replica_bound(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> Settings:
+        lo, hi = self.ray_min_replicas, self.ray_max_replicas
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"ray_min_replicas ({lo}) is above ray_max_replicas ({hi})")
+        return self
 
     @field_validator("gallery_days", "gallery_max_images")
     @classmethod

@@ -14,6 +14,18 @@ class PictaleError(Exception):
         self.message = message
         self.param = param
 
+    def __reduce__(self):
+        # Pickled whole (message, param, retry_after, ...): a Ray worker replica's error reaches the ingress as it
+        # was raised, so the dialects render it as they would a local one.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[PictaleError], message: str, state: dict) -> PictaleError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(state)
+    return exc
+
 
 class InvalidRequest(PictaleError):
     """A request field is out of range or inconsistent (names the field)."""
@@ -61,6 +73,13 @@ class QueueFull(PictaleError):
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ReplicaLost(PictaleError):
+    """A Ray worker replica stopped (died, was removed) while it ran the job, and retries ran out."""
+
+    status = 503
+    code = "replica_lost"
 
 
 class JobCancelled(PictaleError):

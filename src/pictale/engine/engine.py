@@ -95,6 +95,7 @@ class Engine:
         """--compile / --low-vram (`engine.speed`), applied on each load; what they did: `speed_notes`/`_report`."""
         self.speed_notes: list[str] = []
         self.speed_report: dict = {}
+        self.checkpoint_loads = 0
 
     # -- model lifecycle -------------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class Engine:
             )  # fmt: skip
         pipe.set_progress_bar_config(disable=True)
         steady_vae_layout(pipe.vae)
+        self.checkpoint_loads += 1
         self._pipe = pipe
         self._variants = {Mode.TXT2IMG: pipe}
         self._base_scheduler_config = dict(pipe.scheduler.config)
@@ -145,6 +147,10 @@ class Engine:
         memory = getattr(pipe, "pictale_memory_mode", None)
         log.info("loaded %s (%s) on %s/%s%s", entry.title, self.family, self.device, self.dtype,
                  f"; memory: {memory}" if memory else "")  # fmt: skip
+
+    def adapter_loads(self) -> dict[str, int]:
+        """Adapters loaded so far (LoRAs, embeddings, face/style image embeddings), by kind and digest."""
+        return self._adapters.load_counts()
 
     def check_adapter_fit(self, avatars) -> None:
         """422 naming the file and the model when an avatar's adapter does not fit the loaded model (no torch

@@ -28,6 +28,8 @@ class RunControl:
     on_latents: Callable[[int, Any], None] | None = None
     """(step, latents) before `on_step`: the sampler's current estimate of the final latents ([images, 4, h, w],
     its x0 prediction when it has one), for previews. Read them, never change them."""
+    preview_every: Callable[[], int] | None = None
+    """Steps between previews wanted now (0: none); read by engines that render previews elsewhere (a Ray replica)."""
     on_cancelled: Callable[[], None] | None = None
     """In a merged batch: called once when this request is cancelled while the others go on (its images are
     dropped); a request alone just ends with JobCancelled."""

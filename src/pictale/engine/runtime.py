@@ -109,3 +109,8 @@ class BoundedCache(OrderedDict):
         if len(self) > self.size:
             self.popitem(last=False)
         return value
+
+
+def set_cpu_threads(count: int) -> None:
+    """torch's CPU threads in this process (a Ray replica given one CPU runs one thread, not one per core)."""
+    torch.set_num_threads(max(1, int(count)))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pictale.jobs.queue import Job
+    from pictale.jobs.job import Job
 
 log = logging.getLogger(__name__)
 

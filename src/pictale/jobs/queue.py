@@ -1,10 +1,12 @@
-"""Jobs and the bounded queue one worker thread drains.
+"""The bounded queue of jobs (`jobs.job`) that worker threads drain.
 
-A job is a unit of work for the single worker that owns the pipeline: a generation, or a model switch.
-Cancel, interrupt and skip are flags the running work checks once per sampling step.
+Locally one worker thread owns the pipeline; with `workers` > 1 (an ingress in front of remote, thread-safe
+replicas) each thread takes the next job in FIFO order and runs it while the others run theirs. A model switch
+(kind "load") is a barrier then: it starts only once no other job runs, and nothing queued behind it starts
+before it has ended, so no job runs on a model that is being swapped out.
 
 Batching: a job may say it can share one run with other queued jobs (`Job.batch`, a `Batchable` with a key).
-When the worker takes a job, it also takes the compatible jobs already waiting, up to `batch_max` images,
+When a worker takes a job, it also takes the compatible jobs already waiting, up to `batch_max` images,
 and runs them together through the first one's `Batchable.run`. It never waits for more: a lone request
 starts at once. Company that arrives just after the start can still join: early in its run, the work may ask
 `should_regroup` and raise `Regroup`; the run is dropped and starts over at once with the newcomers (clients
@@ -19,17 +21,13 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Hashable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable
 from typing import Any
 
 from pictale.core.errors import JobCancelled, PictaleError, QueueFull
-from pictale.jobs.events import EventLog
 from pictale.jobs.finishing import Finisher
+from pictale.jobs.job import _NOT_STARTED, Batchable, Job, JobState, Progress, Regroup
 from pictale.jobs.streaming import run_stream
 
 __all__ = ["Batchable", "Job", "JobQueue", "JobState", "Progress", "QueueFull", "Regroup"]
@@ -37,212 +35,43 @@ __all__ = ["Batchable", "Job", "JobQueue", "JobState", "Progress", "QueueFull", 
 log = logging.getLogger(__name__)
 
 MAX_REGROUPS = 2
+"""Times a job's run may start over to take in company (bounds the work thrown away)."""
 KEEP_FULL = 32
 """Finished jobs kept whole (pixels, previews); older ones keep only what reads of them need."""
-"""Times a job's run may start over to take in company (bounds the work thrown away)."""
-
-
-class Regroup(BaseException):
-    """Raised by running work (see `JobQueue.should_regroup`): drop this run, start over with the newcomers.
-
-    A signal, not an error: a BaseException, so the `except Exception` of the work lets it through."""
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-@dataclass
-class Progress:
-    step: int = 0
-    total: int = 0
-    batch_no: int = 0
-    batch_count: int = 1
-
-    @property
-    def fraction(self) -> float:
-        """A1111's formula: 0.01 + job_no/job_count + step fraction of the current batch, capped at 1."""
-        if self.total <= 0:
-            return 0.0
-        frac = 0.01 + self.batch_no / self.batch_count + (self.step / self.total) / self.batch_count
-        return min(frac, 1.0)
-
-
-@dataclass(frozen=True)
-class Batchable:
-    """How a job may share one run with other queued jobs: those with an equal `key`."""
-
-    key: Hashable
-    run: Callable[[list[Job]], list[Any]]
-    """Runs the jobs as one; returns each job's result, or the exception that ended it, in order. The first
-    job's `run` is used. A job it ends early itself (`Job.end_cancelled`) keeps that end."""
-    size: int = 1
-    """Images the job adds to a batch (counted against the queue's `batch_max`)."""
-    payload: Any = None
-    """What `run` needs of this job."""
-    stream: Callable[[list[Job], Any], None] | None = None
-    """Set: `stream(jobs, admission)` runs them instead, takes in newcomers between steps and ends each job itself
-    (`jobs.streaming`); used whenever batching is on (`batch_max` > 1)."""
-
-
-@dataclass(eq=False)
-class Job:
-    """One unit of work. `work(job)` runs on the worker thread and returns the result."""
-
-    work: Callable[[Job], Any]
-    kind: str = "generate"
-    owner: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    state: JobState = JobState.QUEUED
-    progress: Progress = field(default_factory=Progress)
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    future: Future = field(default_factory=Future)
-    events: EventLog = field(default_factory=EventLog)
-    session: str | None = None
-    """Real-time use: a new job with the same owner and session cancels this one."""
-    meta: dict[str, Any] = field(default_factory=dict)
-    """Anything an entry point wants to keep with the job (e.g. the response format, "previews")."""
-    batch: Batchable | None = None
-    """Set when the job may run merged with compatible queued jobs; None: it always runs alone."""
-    preview: str | None = None
-    """The latest live preview (base64 PNG) of a running job, when it makes previews."""
-    _cancel: threading.Event = field(default_factory=threading.Event)
-    _interrupt: threading.Event = field(default_factory=threading.Event)
-    _skip: threading.Event = field(default_factory=threading.Event)
-    _ended: threading.Lock = field(default_factory=threading.Lock)
-    _queue: JobQueue | None = None
-    _regroups: int = 0
-    _compacted: bool = False
-
-    # -- flags checked by the running work ---------------------------------------------------------
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    @property
-    def interrupted(self) -> bool:
-        return self._interrupt.is_set()
-
-    @property
-    def skipped(self) -> bool:
-        return self._skip.is_set()
-
-    def clear_skip(self) -> None:
-        self._skip.clear()
-
-    def cancel(self) -> None:
-        """Stop the job: a queued one ends now and never runs, a running one stops within one step."""
-        self._cancel.set()
-        if self._queue is not None:
-            self._queue._withdraw(self)
-
-    def interrupt(self) -> None:
-        self._interrupt.set()
-
-    def skip(self) -> None:
-        self._skip.set()
-
-    def check_cancelled(self) -> None:
-        if self._cancel.is_set():
-            raise JobCancelled("the job was cancelled")
-
-    def report(
-        self, step: int, total: int, batch_no: int = 0, batch_count: int = 1, *, preview: str | None = None
-    ) -> None:
-        """Progress after a sampling step; `preview` is a base64 PNG of the approximate current image."""
-        self.progress = Progress(step, total, batch_no, batch_count)
-        data: dict[str, Any] = {
-            "step": step,
-            "total": total,
-            "batch_no": batch_no,
-            "batch_count": batch_count,
-            "progress": self.progress.fraction,
-            "eta": self.eta,
-        }
-        if preview is not None:
-            self.preview = preview
-            data["preview"] = preview
-        self.events.emit("step", **data)
-
-    @property
-    def eta(self) -> float:
-        """Seconds left, A1111 style (elapsed / progress - elapsed)."""
-        frac = self.progress.fraction
-        if not self.started or frac <= 0:
-            return 0.0
-        elapsed = time.time() - self.started
-        return max(0.0, elapsed / frac - elapsed)
-
-    # -- ending (exactly once) -----------------------------------------------------------------------
-    def end_cancelled(self, reason: str = "cancelled") -> bool:
-        """End a running job as cancelled now (its future fails), e.g. one that left a batch that goes on."""
-        return self._end(JobCancelled(f"the job was {reason}"), reason=reason)
-
-    def compact(self) -> None:
-        """Let go of what only the run needed, once (reads of the finished job still work)."""
-        if self._compacted or self.finished is None:
-            return
-        self._compacted = True
-        self.work = None
-        self.batch = None
-        self.preview = None
-        if self.future.done() and not self.future.cancelled() and self.future.exception() is None:
-            release = getattr(self.future.result(), "release_pixels", None)
-            if release is not None:
-                release()
-        self.events.drop_previews()
-
-    def _end(self, outcome: Any, **data: Any) -> bool:
-        """End the job with what its work returned or raised (once; False if it had already ended)."""
-        if isinstance(outcome, JobCancelled):
-            state, event = JobState.CANCELLED, "cancelled"
-            data.setdefault("reason", str(outcome))
-        elif isinstance(outcome, BaseException):
-            state, event = JobState.FAILED, "failed"
-            data = {"error": getattr(outcome, "message", None) or "internal error", "code": _code(outcome)}
-        else:
-            state, event = JobState.DONE, "done"
-        with self._ended:
-            if self.finished is not None:
-                return False
-            self.finished = time.time()
-            self.state = state
-        if isinstance(outcome, BaseException):
-            self.future.set_exception(outcome)
-        else:
-            self.future.set_result(outcome)
-        self.events.emit(event, **data)
-        return True
-
-
-def _code(exc: BaseException) -> str:
-    """What a failed event says the error was: pictale's code, never a Python class name."""
-    return exc.code if isinstance(exc, PictaleError) else "internal_error"
+BARRIER_KINDS = frozenset({"load"})
+"""Kinds that run alone when there are several workers (a model switch changes what every worker runs on)."""
 
 
 class JobQueue:
-    """A bounded FIFO drained by one worker thread. Full: QueueFull (HTTP 429), never a hang."""
+    """A bounded FIFO drained by `workers` threads. Full: QueueFull (HTTP 429), never a hang."""
 
     def __init__(
-        self, maxsize: int = 16, *, retention: float = 3600.0, keep_max: int = 1000, batch_max: int = 1
+        self,
+        maxsize: int = 16,
+        *,
+        retention: float = 3600.0,
+        keep_max: int = 1000,
+        batch_max: int = 1,
+        workers: int = 1,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, not {workers!r}")
         self.maxsize = maxsize
+        """Most jobs WAITING (running ones do not count): one more is refused with QueueFull."""
         self.retention = retention
         self.keep_max = keep_max
         self.batch_max = batch_max
         """Most images one merged run may have; 1 turns batching off."""
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
-        self._running: list[Job] = []
+        self.workers = workers
+        """Worker threads; 1 (local: one thread owns the pipeline) unless the engine behind is thread-safe."""
+        self._runs: dict[int, list[Job]] = {}
+        """Each worker's current run by thread id (an empty list: that worker is idle), the run that started first
+        first: `current` is then the job running longest, whichever thread took it."""
         self.finisher = Finisher()
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._counter = itertools.count()
         self._jobs: dict[str, Job] = {}
         self.on_submit: list[Callable[[Job], None]] = []
@@ -279,6 +108,22 @@ class JobQueue:
         job.state = JobState.RUNNING
         job.started = time.time()
         job.events.emit("started")
+        return job
+
+    def run_aside(self, job: Job) -> Job:
+        """Run `job.work` now on a thread of its own, never queued: work that only waits on remote workers (Ray
+        replicas) needs no worker slot. The job ends with what its work returned or raised."""
+        job.state = JobState.RUNNING
+        job.started = time.time()
+
+        def run() -> None:
+            try:
+                outcome = job.work(job)
+            except BaseException as exc:  # the caller gets it from the job's future
+                outcome = exc
+            job._end(outcome)
+
+        threading.Thread(target=run, name=f"pictale-aside-{job.kind}", daemon=True).start()
         return job
 
     def _forget_old(self) -> None:
@@ -319,20 +164,32 @@ class JobQueue:
 
     @property
     def current(self) -> Job | None:
-        """The running job; of a merged batch, the first one not finished (A1111 progress and interrupt)."""
-        return next((j for j in list(self._running) if j.finished is None), None)
+        """The running job; of a merged batch, the first one not finished (A1111 progress and interrupt); with
+        several workers, the first such job of the run that started first."""
+        return next((j for j in self.running if j.finished is None), None)
 
     @property
     def running(self) -> list[Job]:
-        """The jobs of the current run (several when merged), finished ones included until the run ends."""
-        return list(self._running)
+        """The jobs of the current runs (several when merged), finished ones included until their run ends; the
+        workers' runs one after the other, in the order they started."""
+        with self._cond:
+            return [job for run in self._runs.values() for job in run]
+
+    def own_run(self) -> list[Job]:
+        """The run of the calling worker thread (empty on any other thread): what its work may reason about."""
+        with self._cond:
+            return list(self._runs.get(threading.get_ident(), ()))
+
+    def _set_run(self, jobs: list[Job]) -> None:
+        """Make `jobs` the calling worker's run (called with the lock held)."""
+        self._runs[threading.get_ident()] = jobs
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
     def should_regroup(self) -> bool:
         """Asked by the running work early in its run: compatible jobs wait that would fit into it now."""
-        running = self._running
+        running = self.own_run()
         lead = running[0] if running else None
         if lead is None or lead.batch is None or self.batch_max <= 1 or lead._regroups >= MAX_REGROUPS:
             return False
@@ -347,14 +204,18 @@ class JobQueue:
 
     # -- worker side -----------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is None:
-            self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="pictale-worker", daemon=True)
-            self._thread.start()
+        if self._threads:
+            return
+        self._stopping = False
+        for i in range(self.workers):
+            name = "pictale-worker" if i == 0 else f"pictale-worker-{i}"  # the first keeps its old name
+            thread = threading.Thread(target=self._loop, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Cancel the running work and every queued job, then end the worker."""
-        if self._thread is None:
+        """Cancel the running work and every queued job, then end the workers."""
+        if not self._threads:
             return
         with self._cond:
             self._stopping = True
@@ -366,17 +227,35 @@ class JobQueue:
             job._end(JobCancelled("the server is stopping"), reason="the server is stopping")
         for job in self.running:
             job.cancel()
-        self._thread.join(timeout)
-        self._thread = None
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:  # a worker still stuck in its work keeps its run visible
+            for thread in self._threads:
+                if not thread.is_alive():
+                    self._runs.pop(thread.ident, None)
+        self._threads = []
         self.finisher.drain()  # images being encoded still reach their jobs
 
+    def _may_take(self) -> bool:
+        """The calling (idle) worker may take the job at the head of the queue now (called with the lock held).
+
+        FIFO: only the head is ever taken. With one worker, always. With several, a barrier job (a model
+        switch) waits at the head until no other worker runs anything, and while one runs or waits at the
+        head, no other job starts."""
+        if not self._waiting:
+            return False
+        if self.workers == 1:
+            return True
+        busy = [run for run in self._runs.values() if run]
+        if any(job.kind in BARRIER_KINDS for run in busy for job in run):
+            return False
+        return not (busy and self._waiting[0].kind in BARRIER_KINDS)
+
     def _loop(self) -> None:
-        regroup: list[Job] = []
         while True:
             with self._cond:
-                # A run that regroups goes back to the front (in its order) and is taken again with the newcomers.
-                self._waiting.extendleft(reversed([j for j in regroup if j.finished is None]))
-                while not self._waiting and not self._stopping:
+                while not self._stopping and not self._may_take():
                     self._cond.wait()
                 stopping = self._stopping
                 if stopping:
@@ -384,13 +263,14 @@ class JobQueue:
                     self._waiting.clear()
                 else:
                     jobs = self._take()
-                    self._running = jobs
+                    self._runs.pop(threading.get_ident(), None)  # to the end: `running` lists runs by start
+                    self._set_run(jobs)
             if stopping:
                 for job in left:  # a run that was starting over when the server stopped
                     job._end(JobCancelled("the server is stopping"), reason="the server is stopping")
                 return
+            regroup: list[Job] = []
             try:
-                regroup = []
                 lead = jobs[0].batch
                 if lead is not None and lead.stream is not None and self.batch_max > 1:
                     run_stream(self, jobs)
@@ -403,7 +283,12 @@ class JobQueue:
                     job._regroups += 1
                 regroup = jobs
             finally:
-                self._running = []
+                with self._cond:
+                    # A run that regroups goes back to the front (in its order) and is taken again with the
+                    # newcomers; put back before this worker counts as idle, so no other takes a job behind it.
+                    self._waiting.extendleft(reversed([j for j in regroup if j.finished is None]))
+                    self._set_run([])
+                    self._cond.notify_all()  # workers waiting behind a barrier, or for the head to be free
 
     def _take(self) -> list[Job]:
         """The next job, and the compatible ones already queued behind it (called with the lock held)."""
@@ -465,6 +350,3 @@ class JobQueue:
             outcomes = [exc] * len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
             self.finisher.end(job, outcome)
-
-
-_NOT_STARTED = {"reason": "cancelled before it started"}

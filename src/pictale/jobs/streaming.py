@@ -17,7 +17,8 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pictale.jobs.queue import Job, JobQueue
+    from pictale.jobs.job import Job
+    from pictale.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ class Admission:
         """Jobs handed their outcome (some still being finished off the worker: `jobs.finishing`)."""
 
     def room(self) -> int:
-        """Images the run may still take in."""
-        running = [j for j in self.queue.running if j.finished is None and j.id not in self.ended]
+        """Images the run may still take in (its own jobs only: other workers' runs are theirs)."""
+        running = [j for j in self.queue.own_run() if j.finished is None and j.id not in self.ended]
         live = sum(j.batch.size for j in running if j.batch is not None)
         return self.queue.batch_max - live
 
@@ -51,9 +52,11 @@ class Admission:
                 q._waiting.remove(job)
                 taken.append(job)
                 room -= job.batch.size
+            run = q.own_run()
             if taken:
-                q._running = [*q._running, *taken]
-            live = sum(1 for j in q._running if j.finished is None)
+                run = [*run, *taken]
+                q._set_run(run)
+            live = sum(1 for j in run if j.finished is None)
         return [job for job in taken if q._start(job, batched=live)]
 
     def finish(self, job: Job, outcome: Any) -> None:
@@ -76,6 +79,6 @@ def run_stream(queue: JobQueue, jobs: list[Job]) -> None:
     except BaseException as exc:  # the worker must survive any run's failure
         log.exception("continuous run of %d jobs failed", len(jobs))
         error = exc
-    for job in queue.running:
+    for job in queue.own_run():
         if job.finished is None and job.id not in admission.ended:
             job._end(error or RuntimeError("the continuous run ended without this job's result"))

@@ -51,13 +51,15 @@ class PromptTexts:
 class GenerationService:
     """Owns the queue, the worker's engine, the model catalog and the A1111 options."""
 
-    def __init__(self, settings: Settings, engine: Any | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Any | None = None, *, workers: int = 1) -> None:
+        """`workers` > 1 only with an engine that may run jobs side by side (remote replicas)."""
         self.settings = settings
         self.queue = JobQueue(
             settings.queue_size,
             batch_max=settings.batch_max,
             retention=settings.job_retention_minutes * 60,
             keep_max=settings.jobs_kept,
+            workers=workers,
         )
         self.catalog = ModelCatalog(settings)
         self.styles = StyleStore(settings.data_dir / "styles.csv")
@@ -69,6 +71,8 @@ class GenerationService:
         self.characters: Any | None = None
         """The character store (set by the app); None: `<be-char:...>` tokens are refused."""
         self.startup_notes: list[str] = []
+        self.tasks_aside = False
+        """True on Ray: `on_worker` tasks (CLIP scoring) only call replicas, so they take no queue worker slot."""
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
@@ -130,7 +134,8 @@ class GenerationService:
     def on_worker(self, fn: Any, *, kind: str = "task") -> Job:
         """Queue `fn()` on the worker thread (e.g. CLIP scoring): torch work on a second thread competes with
         the worker's thread pool and slows generation down (measured: about 20% on 2 cores)."""
-        return self.queue.submit(Job(work=lambda job: fn(), kind=kind))
+        job = Job(work=lambda job: fn(), kind=kind)
+        return self.queue.run_aside(job) if self.tasks_aside else self.queue.submit(job)
 
     def _load(self, entry: ModelEntry) -> ModelEntry:
         """Make `entry` the configured checkpoint (the A1111 option) and load it."""
@@ -323,6 +328,7 @@ class GenerationService:
             clear_skip=job.clear_skip,
             on_latents=live.on_latents,
             on_cancelled=on_cancelled,
+            preview_every=live.every,
         )
 
     def _regroup(self, step: int, total: int) -> bool:

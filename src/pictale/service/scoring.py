@@ -21,10 +21,15 @@ SUGGESTED_CLIP = "openai/clip-vit-base-patch32"
 class ScorerHolder:
     """Loads the scorer once; remembers why it could not, so a book says "scores unavailable: <why>"."""
 
-    def __init__(self, settings: Settings, demo: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self, settings: Settings, demo: Callable[[], bool] = lambda: False, make: Callable[[str], Any] | None = None
+    ) -> None:
         self.settings = settings
         self.demo = demo
         """True while a tiny demo/test model is loaded: the tiny CLIP goes with it."""
+        self.make = make
+        """Builds the scorer from its source; None: a ClipScorer here. On Ray, one that scores on a replica (which
+        also builds the tiny CLIP itself: the source is then "tiny")."""
         self._scorer: Any = None
         self._error: str | None = None
         self._source: str | None = None
@@ -33,6 +38,8 @@ class ScorerHolder:
     def source(self) -> str | None:
         s = self.settings
         if s.clip_model == "tiny" or (not s.clip_model and not self._local() and self.demo()):
+            if self.make is not None:
+                return "tiny"
             from pictale.engine.tiny.clip import ensure_tiny_clip  # lazy: it imports torch
 
             return str(ensure_tiny_clip(s.demo_path))
@@ -56,10 +63,12 @@ class ScorerHolder:
                         "or start with --clip-model PATH_OR_HUB_ID"
                     )
                     return None
-                from pictale.engine.clip_scoring import ClipScorer
+                make = self.make
+                if make is None:
+                    from pictale.engine.clip_scoring import ClipScorer as make
 
                 try:
-                    self._scorer = ClipScorer(source)
+                    self._scorer = make(source)
                 except (ModelLoadError, ModelNotFound, OSError, ValueError) as exc:
                     self._error = f"no CLIP model ({source}): {getattr(exc, 'message', exc)}"
             return self._scorer

@@ -3,8 +3,8 @@
 Everything a run learns is saved in the book's document as soon as it is known (the story, the pages, each
 page's prompt, each scored candidate, each choice), so a run that stops (server shutdown, crash) resumes at
 the first page that has no choice yet and keeps what was done. Generation goes through the one
-GenerationService queue like any client; the next page's first candidates are queued before the current page
-is scored, so the worker never waits for the scoring.
+GenerationService queue like any client; the next pages' first candidates (one page per queue worker) are
+queued before the current page is scored, so no worker waits for the scoring.
 """
 
 from __future__ import annotations
@@ -142,13 +142,16 @@ class BookRun:
         todo = [p for p in self.doc["pages"] if p.get("chosen") is None]
         total = sum(self._wanted(p) for p in todo)
         self.done_images, self.total_images = 0, max(1, total)
+        # Pages queued ahead of the current one: one keeps a lone worker busy while this page is scored; with
+        # N workers, N pages' rounds run at once. Results are still taken and chosen page by page.
+        ahead = max(1, self.ctx.service.queue.workers)
         for k, page in enumerate(todo):
             if self._wants_more(page):  # a resumed page may have all its candidates already
                 self._submit_round(page)
-            ahead = k + 1 < len(todo) and self._wants_more(todo[k + 1])
-            if ahead and not (self.kontext and self._reference(todo[k + 1]) == references.PENDING):
-                # keep the worker busy while scoring (unless the next page's reference is this page's choice)
-                self._submit_round(todo[k + 1])
+            for later in todo[k + 1 : k + 1 + ahead]:
+                # not a page whose reference is the choice of a page before it that is not chosen yet
+                if self._wants_more(later) and not (self.kontext and self._reference(later) == references.PENDING):
+                    self._submit_round(later)
             while page["number"] in self.pending:
                 job, seeds = self.pending.pop(page["number"])
                 result = self._wait(job, len(seeds))

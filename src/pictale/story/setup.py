@@ -48,7 +48,14 @@ def make_book_runner(service: GenerationService, db: Database, llm: LLMHolder | 
     def demo() -> bool:  # tiny models pair with the tiny CLIP (known by what they are, not by their names)
         return is_tiny(service.current_model)
 
-    return BookRunner(service, BookStore(db), book_images(settings), ScorerHolder(settings, demo), character, llm)
+    return BookRunner(
+        service,
+        BookStore(db),
+        book_images(settings),
+        ScorerHolder(settings, demo, getattr(service, "scorer_factory", None)),
+        character,
+        llm,
+    )
 
 
 def collect_book_images(runner: BookRunner) -> list[str]:

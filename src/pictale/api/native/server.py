@@ -11,10 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from pictale import __version__
-from pictale.api.auth import require_auth
+from pictale.api.auth import require_admin, require_auth
 from pictale.api.deps import service
+from pictale.core.errors import Forbidden
 from pictale.core.types import Principal
 from pictale.engine.demo.layout import is_demo
+from pictale.service.metrics import metrics as service_metrics
 from pictale.service.speed import speed_info
 
 router = APIRouter(prefix="/v1", tags=["server"])
@@ -43,3 +45,15 @@ def server_info(request: Request) -> dict[str, Any]:
 def me(caller: Caller) -> dict[str, Any]:
     """The caller: `{"object": "principal", "id", "name", "admin"}`; 401 without valid credentials."""
     return {"object": "principal", "id": caller.id, "name": caller.name, "admin": caller.is_admin}
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> dict[str, Any]:
+    """The queue and each worker (the local engine, or each Ray replica): jobs run, checkpoint and adapter loads
+    (`adapter_loads`: "lora:DIGEST", "face:DIGEST", ...), the avatar sets routed to it. Admins only: it counts
+    every key's work."""
+    try:
+        require_admin(request)
+    except Forbidden:
+        raise Forbidden("only admin API keys can read the metrics") from None
+    return service_metrics(service(request))

@@ -32,7 +32,7 @@ Token order never matters: avatars are merged by (kind, digest) (weights summed 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +140,8 @@ class AvatarAdapters:
         self._cn_pipes: dict[tuple[Mode, int], object] = {}
         self.lora_slots = None
         """Compiled UNet: LoRAs go into hot-swapped slots (`speed.lora_slots.LoraSlots`), set after `use`."""
+        self.loads: Counter[str] = Counter()
+        """LoRAs and embeddings loaded onto a pipeline ("lora:DIGEST"): what avatar affinity on Ray saves."""
 
     def use(self, ip_adapter_path: Path | None, controlnet_path: Path | None, dims: ModelDims | None) -> None:
         """Adapter folders and shapes for the model just loaded (the demo has its own folders, beside it)."""
@@ -150,6 +152,10 @@ class AvatarAdapters:
         if self.flux_cn.root != self.controlnet_path:
             self.flux_cn = FluxControlNets(self.controlnet_path, device=self.device, dtype=self.dtype)
         self.dims = dims
+
+    def load_counts(self) -> dict[str, int]:
+        """Adapter loads so far: LoRAs, embeddings, and face/style image embeddings computed ("face:DIGEST")."""
+        return dict(self.loads + self.ip.encoded)
 
     def reset(self) -> None:
         """The pipeline is gone (unload / other checkpoint): everything applied to it goes with it."""
@@ -281,6 +287,7 @@ class AvatarAdapters:
         if not parts:
             raise UnsupportedFeature(f"lora {ref.name!r} has no layers that match the loaded model ({family})")
         self._loras[name] = any(part.startswith("text_encoder") for part in parts)
+        self.loads[f"lora:{ref.digest[:16]}"] += 1
         self._active = None  # a fresh adapter is active on load: set the job's set again
         return name
 
@@ -326,6 +333,7 @@ class AvatarAdapters:
             except ValueError as exc:
                 raise UnsupportedFeature(f"embedding {ref.name!r} cannot be loaded: {exc}") from exc
         self._embedding_digests.add(ref.digest)
+        self.loads[f"embedding:{ref.digest[:16]}"] += 1
         self._tokens.add(token)
 
     # -- ControlNet ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,6 +86,8 @@ class IPAdapterSlots:
         self.dtype = dtype
         self.layout: tuple[Path, ...] = ()
         self.encoder_calls = 0
+        self.encoded: Counter[str] = Counter()
+        """Image embeddings computed per avatar ("face:DIGEST"); a cache hit does not count."""
         self._states: dict[Path, dict] = {}
         self._encoders: dict[Path, tuple] = {}
         self._embeds = BoundedCache(EMBED_CACHE_SIZE)
@@ -175,6 +178,7 @@ class IPAdapterSlots:
         encoder, processor = self._encoder(files.encoder)
         pixels = processor(images, return_tensors="pt").pixel_values.to(self.device, self.dtype)
         self.encoder_calls += 1
+        self.encoded[f"{ref.kind.value}:{ref.digest[:16]}"] += 1
         with torch.inference_mode():
             if hidden:
                 pos = encoder(pixels, output_hidden_states=True).hidden_states[-2]
