@@ -137,6 +137,13 @@ def serve(
         bool | None, typer.Option("--low-vram", help="6-8 GB cards: model CPU offload, VAE tiling and slicing.")
     ] = None,
     png_compress_level: Annotated[int | None, typer.Option(help="PNG zlib level 0-9 (1: fast).")] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Run on Ray Serve: a local Ray on this machine, or the cluster at ADDRESS.")
+    ] = False,
+    address: Annotated[
+        str | None, typer.Argument(metavar="[ADDRESS]", help="With --ray: the Ray cluster to join (auto, HOST:PORT).")
+    ] = None,
+    ray_replicas: Annotated[int | None, typer.Option(help="Ray: worker replicas (1; one GPU each).")] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Start the HTTP server (A1111 /sdapi/v1 API, pictale's /v1 API)."""
@@ -145,6 +152,8 @@ def serve(
     from pictale.service.speed import speed_notes
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if address and not ray:
+        fail(f"unexpected argument {address!r}: only `serve --ray ADDRESS` takes one (the Ray cluster to join)")
     settings = make_settings(
         model=model,
         data_dir=data_dir,
@@ -184,6 +193,8 @@ def serve(
         compile_lora_slots=compile_lora_slots,
         low_vram=low_vram,
         png_compress_level=png_compress_level,
+        ray_address=(address or "local") if ray else None,
+        ray_replicas=ray_replicas,
         # `pictale --log-level X serve` (or PICTALE_LOG_LEVEL) when serve's own flag is not given
         log_level=log_level or ctx.find_root().params.get("log_level"),
     )
@@ -206,6 +217,11 @@ def serve(
             style = "red"
         console.print(Panel("\n".join(lines), title="pictale", border_style=style))
 
+    if settings.ray_address:
+        from pictale.cli.ray_serving import serve_on_ray
+
+        serve_on_ray(settings, console)
+        return
     serving.run(
         lambda: create_app(settings, log_notes=False),
         settings.bind_host,
