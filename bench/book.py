@@ -25,20 +25,10 @@ import httpx
 import torch
 from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 
-from live_server import start_server
+from live_server import PAGES, start_server
 from pictale.engine.tiny import write_tiny_models
 from pictale.engine.tiny.clip import write_tiny_clip
 
-PAGES = [
-    "Sasha wakes up early and looks out of the window at the snowy garden.",
-    "She puts on her red coat and her green boots and runs outside.",
-    "In the garden Sasha finds small tracks in the fresh snow.",
-    "The tracks lead to the old oak tree at the end of the garden.",
-    "Behind the tree a little fox is hiding, shivering in the cold.",
-    "Sasha shares her warm bread with the fox, who eats it slowly.",
-    "The fox follows Sasha back to the house and sits by the door.",
-    "That night the fox sleeps in a basket next to the warm fire.",
-]
 EXTRA_ENV = dict(e.split("=", 1) for e in os.environ.get("BOOK_BENCH_ENV", "").split() if "=" in e)
 STYLE = "children's book illustration, watercolor"
 

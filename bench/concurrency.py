@@ -33,20 +33,10 @@ import httpx
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-from live_server import start_server
+from live_server import PROMPTS, start_server
 from pictale.engine.tiny import write_tiny_models
 
 SIZE, STEPS, CFG = 64, 4, 7.0
-PROMPTS = [
-    "a photo of a cat",
-    "a dog running in a park",
-    "a red chair in a room",
-    "a tree on a hill",
-    "an old man with a hat",
-    "a castle at sunset",
-    "a blue car on a road",
-    "a bowl of fruit",
-]
 
 
 def body(i: int) -> dict:

@@ -11,6 +11,28 @@ from pathlib import Path
 
 import httpx
 
+# What the benchmarks ask for: the same prompts and story everywhere, so their figures compare.
+PROMPTS = [
+    "a photo of a cat",
+    "a dog running in a park",
+    "a red chair in a room",
+    "a tree on a hill",
+    "an old man with a hat",
+    "a castle at sunset",
+    "a blue car on a road",
+    "a bowl of fruit",
+]
+PAGES = [
+    "Sasha wakes up early and looks out of the window at the snowy garden.",
+    "She puts on her red coat and her green boots and runs outside.",
+    "In the garden Sasha finds small tracks in the fresh snow.",
+    "The tracks lead to the old oak tree at the end of the garden.",
+    "Behind the tree a little fox is hiding, shivering in the cold.",
+    "Sasha shares her warm bread with the fox, who eats it slowly.",
+    "The fox follows Sasha back to the house and sits by the door.",
+    "That night the fox sleeps in a basket next to the warm fire.",
+]
+
 
 def free_port() -> int:
     with socket.socket() as s:
