@@ -49,7 +49,13 @@ def test_replicas_rebuild_the_same_settings(tmp_path):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"ray_replicas": 0}, {"ray_max_ongoing": 0}, {"ray_avatar_sets_per_replica": 0}, {"ray_max_replicas": 0}],
+    [
+        {"ray_replicas": 0},
+        {"ray_max_ongoing": 0},
+        {"ray_avatar_sets_per_replica": 0},
+        {"ray_max_replicas": 0},
+        {"ray_min_replicas": 0},
+    ],
 )
 def test_counts_must_be_positive(bad):
     with pytest.raises(ValueError, match="must be at least 1"):

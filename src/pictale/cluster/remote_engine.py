@@ -119,9 +119,7 @@ class RemoteEngine:
             stop=stop_after_attempt(1 + max(0, self.retries)),
             wait=wait_fixed(RETRY_WAIT_S),
             reraise=True,
-            before_sleep=lambda state: log.warning(
-                "job run %s: %s; running it again", run.key, state.outcome.exception()
-            ),
+            before_sleep=self._retrying,
         )
         try:
             for attempt in retrying:
@@ -132,6 +130,7 @@ class RemoteEngine:
         return EngineResult(done.images, done.seeds, done.subseeds, done.interrupted, dict(done.infotext))
 
     def _retrying(self, state: Any) -> None:
+        """tenacity's `before_sleep`: a run whose replica was lost starts again (counted for the metrics)."""
         self.retried += 1
         log.warning("%s; running the job again on another replica", state.outcome.exception())
 

@@ -1,4 +1,4 @@
-"""The worker replica's logic, plain Python: Ray Serve wraps it (`deployments.py`); tests call it directly.
+"""The worker replica's logic, plain Python: Ray Serve wraps it (`cluster.app`); tests call it directly.
 
 One replica owns one engine and runs its work on one thread (DESIGN.md rule 5: a pipeline is not thread-safe);
 the async methods hand work to that thread and stream what it reports. Steering (cancel, A1111 interrupt and

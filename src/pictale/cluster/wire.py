@@ -14,7 +14,7 @@ def model_id(entry: ModelEntry | None, avatars: tuple[AvatarRef, ...] = ()) -> s
     the replica that holds the adapters of a set serves every weighting of it)."""
     ckpt = hashlib.sha256((entry.filename if entry else "").encode()).hexdigest()[:12]
     if not avatars:
-        return f"{ckpt}"
+        return ckpt
     digests = sorted({f"{a.kind.value}:{a.digest}" for a in avatars})
     return f"{ckpt}+{hashlib.sha256('|'.join(digests).encode()).hexdigest()[:12]}"
 

@@ -158,17 +158,10 @@ class Settings(BaseSettings):
 
     @field_validator(
         "max_prompt_chars", "max_image_pixels", "max_width", "max_height", "queue_size", "ray_replicas",
-        "ray_max_ongoing", "ray_avatar_sets_per_replica",
+        "ray_max_ongoing", "ray_avatar_sets_per_replica", "ray_min_replicas", "ray_max_replicas",
     )  # fmt: skip
     @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be at least 1")
-        return v
-
-    @field_validator("ray_min_replicas", "ray_max_replicas")
-    @classmethod
-    def _replica_bound(cls, v: int | None) -> int | None:
+    def _positive(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
             raise ValueError("must be at least 1")
         return v
